@@ -1,0 +1,47 @@
+#pragma once
+// The one interface between the stack and whatever moves frames: a DPDK port, the in-memory wire
+// of the tests. The stack calls it from its engine thread only.
+
+#include <cstddef>
+#include <span>
+#include <string>
+
+#include "base/instant.h"
+#include "base/ipv4_addr.h"
+#include "base/packet.h"
+
+namespace ustack::dev {
+
+/// What the device offers, read once at start.
+struct DeviceCaps {
+  MacAddr mac;
+  uint16_t mtu = 1500;               ///< largest IP packet the link carries
+  bool tx_ipv4_checksum = false;     ///< fills the IPv4 header checksum on transmit
+  bool tx_udp_checksum = false;      ///< finishes the UDP checksum from the pseudo-header sum
+  bool tx_tcp_checksum = false;      ///< finishes the TCP checksum from the pseudo-header sum
+  bool rx_checksum = false;          ///< sets Packet::rx_checks on receive
+  size_t tx_headroom = 128;          ///< bytes free in front of a fresh transmit buffer
+  size_t buffer_size = 2048;         ///< data room of one buffer (headroom included)
+};
+
+class Device {
+ public:
+  virtual ~Device() = default;
+
+  virtual const DeviceCaps& caps() const = 0;
+  /// Moves up to out.size() received frames into `out`; returns how many.
+  virtual size_t rx_burst(std::span<Packet> out) = 0;
+  /// Takes every packet in `pkts` (they are empty afterwards). Returns how many the device
+  /// queued; the rest were freed and counted as dropped, never leaked.
+  virtual size_t tx_burst(std::span<Packet> pkts) = 0;
+  /// An empty buffer with caps().tx_headroom bytes of headroom, or an empty Packet when the pool
+  /// is exhausted.
+  virtual Packet alloc_tx() = 0;
+  /// Blocks for at most `max` or until a frame may have arrived. Devices that cannot be woken by
+  /// the hardware just sleep; callers bound `max` by their latency budget.
+  virtual void wait_rx(Duration max);
+  /// A short name for logs ("net_tap0", "memory wire end A").
+  virtual std::string name() const = 0;
+};
+
+}  // namespace ustack::dev
