@@ -13,6 +13,10 @@ namespace ustack {
 class Counter {
  public:
   void inc(uint64_t n = 1) { value_.store(value_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  Counter& operator++() {
+    inc();
+    return *this;
+  }
   uint64_t get() const { return value_.load(std::memory_order_relaxed); }
   operator uint64_t() const { return get(); }
 
@@ -36,7 +40,7 @@ class Counter {
   X(rx_packets) X(rx_truncated) X(rx_bad_version) X(rx_bad_header_length) X(rx_bad_total_length)     \
   X(rx_bad_checksum) X(rx_bad_source) X(rx_not_for_us) X(rx_unknown_protocol) X(rx_delivered)        \
   X(rx_fragments) X(reasm_ok) X(reasm_overlap_dropped) X(reasm_timeout) X(reasm_evicted_memory)      \
-  X(reasm_too_big) X(rx_options_ignored) X(tx_packets) X(tx_fragments) X(tx_no_route) X(tx_too_big) \
+  X(reasm_too_big) X(reasm_bad_fragment) X(rx_options_ignored) X(tx_packets) X(tx_fragments) X(tx_no_route) X(tx_too_big) \
   X(loopback_packets)
 
 #define USTACK_ICMP_COUNTERS(X)                                                                    \

@@ -9,6 +9,7 @@
 #include "base/instant.h"
 #include "base/ipv4_addr.h"
 #include "base/packet.h"
+#include "base/stats.h"
 
 namespace ustack::dev {
 
@@ -40,6 +41,8 @@ class Device {
   /// Blocks for at most `max` or until a frame may have arrived. Devices that cannot be woken by
   /// the hardware just sleep; callers bound `max` by their latency budget.
   virtual void wait_rx(Duration max);
+  /// Where to count frames and bytes (the stack's DevStats); devices that count nothing ignore it.
+  virtual void attach_stats(DevStats* stats) { (void)stats; }
   /// A short name for logs ("net_tap0", "memory wire end A").
   virtual std::string name() const = 0;
 };

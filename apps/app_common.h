@@ -1,0 +1,49 @@
+#pragma once
+// What every demo app shares: the --stack/--config/--stats flags, starting the backend, and a
+// stop flag set by SIGINT/SIGTERM so that the apps exit cleanly (and print their counters).
+
+#include <csignal>
+#include <cstdio>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "ustack/ustack.h"
+
+namespace app {
+
+struct CommonOptions {
+  std::string stack = "kernel";
+  std::string config;
+  bool stats = false;
+};
+
+inline volatile std::sig_atomic_t g_stop = 0;
+
+inline void add_common_options(CLI::App& cli, CommonOptions& o) {
+  cli.add_option("--stack", o.stack, "network stack: kernel (Linux sockets) or ustack (DPDK, userspace)")
+      ->check(CLI::IsMember({"kernel", "ustack"}))
+      ->capture_default_str();
+  cli.add_option("--config", o.config,
+                 "ustack TOML configuration file (default: $USTACK_CONFIG; USTACK_* variables override it)");
+  cli.add_flag("--stats", o.stats, "print ustack's counters to stderr at exit");
+}
+
+/// Starts the chosen backend; on failure prints why and returns false.
+inline bool start_backend(const CommonOptions& o, const char* program) {
+  ustack::InitOptions init;
+  ustack::parse_backend(o.stack, &init.backend);
+  init.config_file = o.config;
+  init.print_stats_at_exit = o.stats;
+  init.program_name = program;
+  if (ustack::init(init) != 0) {
+    std::fprintf(stderr, "%s: cannot start the %s stack: %s\n", program, o.stack.c_str(), ustack::last_error());
+    return false;
+  }
+  auto on_signal = [](int) { g_stop = 1; };
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  return true;
+}
+
+}  // namespace app

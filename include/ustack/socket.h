@@ -1,0 +1,43 @@
+#pragma once
+/// The socket calls, with POSIX signatures, return values and errno values.
+///
+/// Descriptors of the ustack backend are numbers >= kUserFdBase, a range Linux never hands out
+/// (init() checks RLIMIT_NOFILE), so every call knows at once which backend a descriptor belongs
+/// to: kernel descriptors (files, AF_UNIX sockets, and everything on the kernel backend) are
+/// forwarded to the system call; ustack descriptors are served by the engine.
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+namespace ustack {
+
+inline constexpr int kUserFdBase = 1 << 30;
+inline bool is_user_fd(int fd) { return fd >= kUserFdBase; }
+
+/// AF_INET SOCK_DGRAM on the ustack backend: an ustack UDP socket. AF_INET SOCK_STREAM on ustack:
+/// -1/EPROTONOSUPPORT until TCP lands. AF_INET6: -1/EAFNOSUPPORT. AF_UNIX and other families:
+/// forwarded to the kernel on either backend.
+int socket(int domain, int type, int protocol);
+int bind(int fd, const sockaddr* addr, socklen_t addrlen);
+int connect(int fd, const sockaddr* addr, socklen_t addrlen);
+int listen(int fd, int backlog);
+int accept(int fd, sockaddr* addr, socklen_t* addrlen);
+int accept4(int fd, sockaddr* addr, socklen_t* addrlen, int flags);
+ssize_t send(int fd, const void* buf, size_t len, int flags);
+ssize_t recv(int fd, void* buf, size_t len, int flags);
+ssize_t sendto(int fd, const void* buf, size_t len, int flags, const sockaddr* dest, socklen_t addrlen);
+ssize_t recvfrom(int fd, void* buf, size_t len, int flags, sockaddr* src, socklen_t* addrlen);
+ssize_t read(int fd, void* buf, size_t count);
+ssize_t write(int fd, const void* buf, size_t count);
+int close(int fd);
+int shutdown(int fd, int how);
+int setsockopt(int fd, int level, int optname, const void* optval, socklen_t optlen);
+int getsockopt(int fd, int level, int optname, void* optval, socklen_t* optlen);
+int getsockname(int fd, sockaddr* addr, socklen_t* addrlen);
+int getpeername(int fd, sockaddr* addr, socklen_t* addrlen);
+/// F_GETFL, F_SETFL (O_NONBLOCK), F_GETFD, F_SETFD on ustack descriptors; anything on kernel ones.
+int fcntl(int fd, int cmd, ...);
+
+}  // namespace ustack

@@ -1,0 +1,174 @@
+#include "api/config.h"
+
+#include <charconv>
+#include <functional>
+#include <random>
+
+#include <toml++/toml.h>
+
+extern char** environ;
+
+namespace ustack::api {
+namespace {
+
+using Apply = std::function<std::string(EngineConfig&, std::string_view)>;  // "" on success
+
+template <typename T>
+std::optional<T> parse_uint(std::string_view text, T min, T max) {
+  uint64_t v = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size() || v < static_cast<uint64_t>(min) || v > static_cast<uint64_t>(max)) return std::nullopt;
+  return static_cast<T>(v);
+}
+
+template <typename T>
+Apply number(T min, T max, std::function<void(EngineConfig&, T)> set) {
+  return [=](EngineConfig& c, std::string_view v) -> std::string {
+    auto n = parse_uint<T>(v, min, max);
+    if (!n) return "expected a whole number from " + std::to_string(min) + " to " + std::to_string(max);
+    set(c, *n);
+    return "";
+  };
+}
+
+struct KeyDef {
+  ConfigKey key;
+  Apply apply;
+};
+
+const std::vector<KeyDef>& key_defs() {
+  static const std::vector<KeyDef> defs = {
+      {{"dev", "USTACK_DEV", "DPDK device as an EAL --vdev string (default net_tap0,iface=ust0)"},
+       [](EngineConfig& c, std::string_view v) -> std::string {
+         c.dev = std::string(v);
+         return "";
+       }},
+      {{"eal", "USTACK_EAL", "extra EAL arguments, e.g. \"-a 0000:01:00.0\" for a real NIC"},
+       [](EngineConfig& c, std::string_view v) -> std::string {
+         c.eal = std::string(v);
+         return "";
+       }},
+      {{"ip", "USTACK_IP", "our address and prefix (default 198.18.0.2/24)"},
+       [](EngineConfig& c, std::string_view v) -> std::string {
+         auto cidr = Ipv4Cidr::parse(v);
+         if (!cidr || cidr->prefix_len == 0 || cidr->prefix_len > 30 || cidr->addr.is_multicast() ||
+             cidr->addr.is_loopback() || cidr->addr.is_unspecified())
+           return "expected a unicast address with a prefix length from 1 to 30, like 198.18.0.2/24";
+         c.stack.address = *cidr;
+         return "";
+       }},
+      {{"gw", "USTACK_GW", "default gateway, on our subnet (default: none, only the subnet is reachable)"},
+       [](EngineConfig& c, std::string_view v) -> std::string {
+         if (v.empty()) {
+           c.stack.gateway.reset();
+           return "";
+         }
+         auto a = Ipv4Addr::parse(v);
+         if (!a) return "expected an IPv4 address like 198.18.0.1";
+         c.stack.gateway = *a;
+         return "";
+       }},
+      {{"mtu", "USTACK_MTU", "IP MTU, 68 to 9000 (default: the device's, usually 1500)"},
+       number<uint16_t>(68, 9000, [](EngineConfig& c, uint16_t v) { c.stack.mtu = v; })},
+      {{"pcap", "USTACK_PCAP", "write every frame sent and received to this pcapng file"},
+       [](EngineConfig& c, std::string_view v) -> std::string {
+         c.pcap = std::string(v);
+         return "";
+       }},
+      {{"cores", "USTACK_CORES", "engines (one per core); this release runs 1"},
+       number<int>(1, 1, [](EngineConfig& c, int v) { c.cores = v; })},
+      {{"seed", "USTACK_SEED", "seed of the stack's random source (default: random per run)"},
+       number<uint64_t>(0, UINT64_MAX, [](EngineConfig& c, uint64_t v) { c.stack.seed = v; })},
+      {{"ttl", "USTACK_TTL", "TTL of packets we send, 1 to 255 (default 64)"},
+       number<uint8_t>(1, 255, [](EngineConfig& c, uint8_t v) { c.stack.ttl = v; })},
+      {{"arp_cache_size", "USTACK_ARP_CACHE_SIZE", "neighbour entries kept (default 1024)"},
+       number<size_t>(1, 1 << 20, [](EngineConfig& c, size_t v) { c.stack.arp.max_entries = v; })},
+      {{"arp_lifetime_s", "USTACK_ARP_LIFETIME_S", "seconds a resolved neighbour is trusted (default 60)"},
+       number<uint32_t>(10, 86400, [](EngineConfig& c, uint32_t v) { c.stack.arp.entry_lifetime = std::chrono::seconds(v); })},
+      {{"reassembly_timeout_s", "USTACK_REASSEMBLY_TIMEOUT_S", "seconds to wait for missing fragments (default 30)"},
+       number<uint32_t>(1, 120, [](EngineConfig& c, uint32_t v) { c.stack.reassembly.timeout = std::chrono::seconds(v); })},
+      {{"reassembly_max_bytes", "USTACK_REASSEMBLY_MAX_BYTES", "fragment bytes held at most (default 4194304)"},
+       number<size_t>(65536, size_t{1} << 32, [](EngineConfig& c, size_t v) { c.stack.reassembly.max_bytes = v; })},
+      {{"icmp_errors_per_s", "USTACK_ICMP_ERRORS_PER_S", "ICMP errors sent per second, 0 = unlimited (default 1000)"},
+       number<uint32_t>(0, 1000000, [](EngineConfig& c, uint32_t v) { c.stack.icmp_errors_per_s = v; })},
+      {{"idle_spin_us", "USTACK_IDLE_SPIN_US", "µs of busy polling after the last frame before the engine naps (default 200)"},
+       number<uint32_t>(0, 10000000, [](EngineConfig& c, uint32_t v) { c.idle_spin = std::chrono::microseconds(v); })},
+      {{"idle_sleep_us", "USTACK_IDLE_SLEEP_US", "longest nap of an idle engine in µs: its worst added latency (default 1000)"},
+       number<uint32_t>(0, 1000000, [](EngineConfig& c, uint32_t v) { c.idle_sleep_max = std::chrono::microseconds(v); })},
+  };
+  return defs;
+}
+
+std::string validate(const EngineConfig& c) {
+  if (c.stack.gateway && !c.stack.address.contains(*c.stack.gateway)) {
+    return "gw / USTACK_GW: gateway " + c.stack.gateway->to_string() + " is not on our subnet " +
+           c.stack.address.to_string();
+  }
+  return "";
+}
+
+}  // namespace
+
+const std::vector<ConfigKey>& config_keys() {
+  static const std::vector<ConfigKey> keys = [] {
+    std::vector<ConfigKey> k;
+    for (const KeyDef& d : key_defs()) k.push_back(d.key);
+    return k;
+  }();
+  return keys;
+}
+
+Result<EngineConfig, std::string> load_config(const std::string& path,
+                                              const std::map<std::string, std::string>& env) {
+  EngineConfig c;
+  c.stack.seed = std::random_device{}() | uint64_t{std::random_device{}()} << 32;
+  if (!path.empty()) {
+    toml::table table;
+    try {
+      table = toml::parse_file(path);
+    } catch (const toml::parse_error& e) {
+      return unexpected(std::string("config file ") + path + ": " + std::string(e.description()));
+    }
+    for (const auto& [name, node] : table) {
+      auto def = std::find_if(key_defs().begin(), key_defs().end(),
+                              [&](const KeyDef& d) { return name.str() == d.key.toml; });
+      if (def == key_defs().end()) {
+        return unexpected(path + ": unknown key '" + std::string(name.str()) + "'");
+      }
+      std::string text;
+      if (auto s = node.value<std::string>(); s && node.is_string()) {
+        text = *s;
+      } else if (auto i = node.value<int64_t>(); i && node.is_integer()) {
+        text = std::to_string(*i);
+      } else {
+        return unexpected(path + ": key '" + std::string(name.str()) + "' must be a string or an integer");
+      }
+      if (std::string err = def->apply(c, text); !err.empty()) {
+        return unexpected(path + ": key '" + std::string(def->key.toml) + "' = '" + text + "': " + err);
+      }
+    }
+  }
+  for (const KeyDef& d : key_defs()) {
+    auto it = env.find(d.key.env);
+    if (it == env.end()) continue;
+    if (std::string err = d.apply(c, it->second); !err.empty()) {
+      return unexpected(std::string(d.key.env) + "='" + it->second + "': " + err);
+    }
+  }
+  if (std::string err = validate(c); !err.empty()) return unexpected(err);
+  return c;
+}
+
+std::map<std::string, std::string> ustack_environment() {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; *e; ++e) {
+    std::string_view kv(*e);
+    if (!kv.starts_with("USTACK_")) continue;
+    size_t eq = kv.find('=');
+    if (eq == std::string_view::npos) continue;
+    env.emplace(std::string(kv.substr(0, eq)), std::string(kv.substr(eq + 1)));
+  }
+  return env;
+}
+
+}  // namespace ustack::api

@@ -1,0 +1,30 @@
+#pragma once
+// Opens the device the configuration names. Built against DPDK (device_factory_dpdk.cc) or
+// without it (device_factory_none.cc: the ustack backend then explains it cannot start).
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "api/config.h"
+#include "base/result.h"
+#include "base/stats.h"
+#include "dev/device.h"
+
+namespace ustack::api {
+
+struct OpenedDevice {
+  std::unique_ptr<dev::Device> device;
+  std::shared_ptr<void> keepalive;  // e.g. the EAL, which must outlive the device
+};
+
+Result<OpenedDevice, std::string> open_device(const EngineConfig& config, const std::string& program);
+
+using CounterVisitor = std::function<void(std::string_view layer, std::string_view name, uint64_t value)>;
+/// Makes the counters readable while running (DPDK telemetry: /ustack/stats). No-op without DPDK.
+void register_stats_telemetry(std::function<void(const CounterVisitor&)> visit_all);
+/// How a user reads the counters of a running process, for --help and logs.
+std::string telemetry_hint();
+
+}  // namespace ustack::api

@@ -1,0 +1,87 @@
+#pragma once
+// The ustack backend: a descriptor table of open files (UDP sockets, epoll instances) served by
+// one Engine. Every method mirrors the POSIX call of the same name: it returns what the call
+// returns and sets errno the way Linux would.
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "api/engine.h"
+#include "api/user_epoll.h"
+#include "udp/udp_socket.h"
+
+namespace ustack::api {
+
+/// An open file description: what dup'd descriptors share (flags, the socket itself).
+class OpenFile {
+ public:
+  virtual ~OpenFile() = default;
+  virtual Waitable& waitable() = 0;
+  bool nonblocking = false;
+  bool cloexec = false;
+};
+
+class UdpFile final : public OpenFile {
+ public:
+  explicit UdpFile(Stack& stack) : stack_(stack) {}
+  ~UdpFile() override { stack_.udp().unbind(socket); }
+  Waitable& waitable() override { return socket; }
+
+  udp::UdpSocket socket;
+  Duration recv_timeout = 0ns;  // SO_RCVTIMEO; 0: forever
+  Duration send_timeout = 0ns;  // SO_SNDTIMEO (stored; UDP sends never wait)
+  bool keepalive = false;       // SO_KEEPALIVE: stored, meaningless for UDP as on Linux
+
+ private:
+  Stack& stack_;
+};
+
+class EpollFile final : public OpenFile {
+ public:
+  Waitable& waitable() override { return epoll; }
+  UserEpoll epoll;
+};
+
+class UserBackend {
+ public:
+  explicit UserBackend(std::unique_ptr<Engine> engine);
+  ~UserBackend();
+
+  Engine& engine() { return *engine_; }
+  int open_descriptors() const { return static_cast<int>(files_.size() - free_.size()); }
+
+  int socket(int domain, int type, int protocol);
+  int bind(int fd, const sockaddr* addr, socklen_t len);
+  int connect(int fd, const sockaddr* addr, socklen_t len);
+  int listen(int fd, int backlog);
+  int accept4(int fd, sockaddr* addr, socklen_t* len, int flags);
+  ssize_t sendto(int fd, const void* buf, size_t len, int flags, const sockaddr* dest, socklen_t dest_len);
+  ssize_t recvfrom(int fd, void* buf, size_t len, int flags, sockaddr* src, socklen_t* src_len);
+  int close(int fd);
+  int shutdown(int fd, int how);
+  int setsockopt(int fd, int level, int name, const void* val, socklen_t len);
+  int getsockopt(int fd, int level, int name, void* val, socklen_t* len);
+  int getsockname(int fd, sockaddr* addr, socklen_t* len);
+  int getpeername(int fd, sockaddr* addr, socklen_t* len);
+  int fcntl(int fd, int cmd, long arg);
+  int epoll_create1(int flags);
+  int epoll_ctl(int epfd, int op, int fd, epoll_event* event);
+  int epoll_wait(int epfd, epoll_event* events, int max, int timeout_ms);
+
+ private:
+  OpenFile* file(int fd);
+  template <typename T>
+  T* file_as(int fd, int wrong_type_errno);
+  int install(std::shared_ptr<OpenFile> f);
+
+  std::unique_ptr<Engine> engine_;
+  std::vector<std::shared_ptr<OpenFile>> files_;  // index = fd - kUserFdBase
+  std::set<int> free_;                            // POSIX: the lowest free descriptor is used
+};
+
+}  // namespace ustack::api

@@ -1,0 +1,209 @@
+#include "udp/udp_layer.h"
+
+#include <cerrno>
+#include <cstring>
+
+#include "udp/datagram.h"
+
+namespace ustack::udp {
+
+namespace {
+constexpr size_t kMaxPayload = 65535 - 20 - Datagram::kHeaderLen;  // 65507
+constexpr uint8_t kUdp = static_cast<uint8_t>(ip::Protocol::kUdp);
+
+bool addresses_overlap(Ipv4Addr a, Ipv4Addr b) { return a.is_unspecified() || b.is_unspecified() || a == b; }
+}  // namespace
+
+UdpLayer::UdpLayer(const UdpConfig& config, UdpStats& stats, Rng& rng, ip::IpOutput& out,
+                   const LocalAddresses& local)
+    : config_(config), stats_(stats), rng_(rng), out_(out), local_(local) {}
+
+bool UdpLayer::conflicts(const UdpSocket& s, Endpoint local) const {
+  auto it = by_port_.find(local.port);
+  if (it == by_port_.end()) return false;
+  for (const UdpSocket* other : it->second) {
+    if (other == &s || !addresses_overlap(other->local.addr, local.addr)) continue;
+    // Linux: sharing is allowed when both sockets asked for it with the same option.
+    if ((s.reuse_addr && other->reuse_addr) || (s.reuse_port && other->reuse_port)) continue;
+    return true;
+  }
+  return false;
+}
+
+void UdpLayer::link(UdpSocket& s) { by_port_[s.local.port].push_back(&s); }
+
+int UdpLayer::bind_ephemeral(UdpSocket& s, Ipv4Addr addr) {
+  // RFC 6056 §3.3.1 (Algorithm 1): a random starting point, then the next free port.
+  const uint32_t count = uint32_t{config_.ephemeral_high} - config_.ephemeral_low + 1;
+  const uint32_t start = static_cast<uint32_t>(rng_.below(count));
+  for (uint32_t i = 0; i < count; ++i) {
+    const auto port = static_cast<uint16_t>(config_.ephemeral_low + (start + i) % count);
+    auto it = by_port_.find(port);
+    if (it != by_port_.end() && !it->second.empty()) continue;
+    s.local = Endpoint{addr, port};
+    link(s);
+    return 0;
+  }
+  return EAGAIN;
+}
+
+int UdpLayer::bind(UdpSocket& s, Endpoint local) {
+  if (s.bound()) return EINVAL;
+  if (!local.addr.is_unspecified() && !local_.is_local(local.addr)) return EADDRNOTAVAIL;
+  if (local.port == 0) {
+    if (bind_ephemeral(s, local.addr) != 0) return EADDRINUSE;
+  } else {
+    if (conflicts(s, local)) return EADDRINUSE;
+    s.local = local;
+    link(s);
+    s.user_bound_port = true;
+  }
+  s.user_bound_addr = !local.addr.is_unspecified();
+  return 0;
+}
+
+void UdpLayer::unbind(UdpSocket& s) {
+  if (!s.bound()) return;
+  auto it = by_port_.find(s.local.port);
+  if (it != by_port_.end()) {
+    std::erase(it->second, &s);
+    if (it->second.empty()) by_port_.erase(it);
+  }
+  s.local.port = 0;
+}
+
+int UdpLayer::connect(UdpSocket& s, Endpoint remote) {
+  auto route = out_.route(remote.addr);
+  if (!route) return route.error();
+  if (route->broadcast && !s.broadcast) return EACCES;
+  if (!s.bound() && bind_ephemeral(s, Ipv4Addr::any()) != 0) return EAGAIN;
+  // Linux (ip4_datagram_connect) fixes the source address at connect time unless bind() did.
+  if (s.local.addr.is_unspecified()) s.local.addr = route->src;
+  s.remote = remote;
+  s.changed(kPollOut);
+  return 0;
+}
+
+void UdpLayer::disconnect(UdpSocket& s) {
+  s.remote.reset();
+  // Linux (__udp_disconnect): what connect() chose implicitly is given back.
+  if (!s.user_bound_addr) s.local.addr = Ipv4Addr::any();
+  if (!s.user_bound_port) unbind(s);
+}
+
+Result<size_t, int> UdpLayer::send(Instant now, UdpSocket& s, std::span<const uint8_t> data,
+                                   std::optional<Endpoint> dst) {
+  auto fail = [&](int err) {
+    ++stats_.tx_errors;
+    return unexpected(err);
+  };
+  if (s.shut_wr) return fail(EPIPE);
+  if (int err = s.take_error()) return fail(err);
+  Endpoint to;
+  if (dst) {
+    to = *dst;
+  } else if (s.remote) {
+    to = *s.remote;
+  } else {
+    return fail(EDESTADDRREQ);
+  }
+  if (to.port == 0) return fail(EINVAL);
+  if (data.size() > kMaxPayload) return fail(EMSGSIZE);
+  auto route = out_.route(to.addr);
+  if (!route) return fail(route.error());
+  if (route->broadcast && !s.broadcast) return fail(EACCES);
+  if (!s.bound() && bind_ephemeral(s, Ipv4Addr::any()) != 0) return fail(EAGAIN);
+  if (!s.local.addr.is_unspecified() && !route->loopback) route->src = s.local.addr;
+
+  const size_t udp_len = Datagram::kHeaderLen + data.size();
+  Packet p = out_.alloc_datagram(udp_len);
+  if (!p) return fail(ENOBUFS);
+  uint8_t* start = p.append(udp_len);
+  if (!data.empty()) std::memcpy(start + Datagram::kHeaderLen, data.data(), data.size());
+  // Linux (IP_PMTUDISC_WANT): DF on what fits the path; larger datagrams are fragmented here.
+  const bool fits = udp_len + ip::Ipv4Repr::emitted_header_len() <= route->mtu;
+  const bool offload = fits && route->udp_checksum_offload && !route->loopback;
+  UdpRepr::emit_header(p.bytes(), s.local.port, to.port, route->src, to.addr, !offload);
+  p.tx_offload.udp_checksum = offload;
+  if (int err = out_.send_datagram(now, *route, kUdp, std::move(p), fits)) return fail(err);
+  ++stats_.tx_datagrams;
+  return data.size();
+}
+
+UdpSocket* UdpLayer::lookup(Ipv4Addr dst, uint16_t dst_port, Endpoint from) {
+  auto it = by_port_.find(dst_port);
+  if (it == by_port_.end()) return nullptr;
+  UdpSocket* best = nullptr;
+  int best_score = -1;
+  // Linux's compute_score(): an exact peer match beats a specific local address beats wildcard.
+  for (UdpSocket* s : it->second) {
+    if (!s->local.addr.is_unspecified() && s->local.addr != dst) continue;
+    int score = 0;
+    if (s->remote) {
+      if (s->remote->addr != from.addr || (s->remote->port != 0 && s->remote->port != from.port)) continue;
+      score += 4;
+    }
+    if (!s->local.addr.is_unspecified()) score += 2;
+    if (score >= best_score) {  // ties: the most recently bound, as Linux's hash chains give
+      best = s;
+      best_score = score;
+    }
+  }
+  return best;
+}
+
+Delivery UdpLayer::receive(Instant, const ip::Ipv4Repr& ip, Packet& packet) {
+  auto udp = UdpRepr::parse(packet.bytes().subspan(ip.header_len, ip.payload_len), ip.src, ip.dst,
+                            packet.rx_checks.l4_checksum_good);
+  if (!udp) {
+    if (udp.error() == UdpError::kBadChecksum) {
+      ++stats_.rx_bad_checksum;
+    } else {
+      ++stats_.rx_malformed;
+    }
+    return Delivery::kDropped;
+  }
+  ++stats_.rx_datagrams;
+  UdpSocket* s = lookup(ip.dst, udp->dst_port, Endpoint{ip.src, udp->src_port});
+  if (!s) {
+    ++stats_.rx_no_port;
+    return Delivery::kNoSocket;
+  }
+  const size_t cost = udp->payload.size() + kDatagramOverhead;
+  // SO_RCVBUF: a full queue drops, but an empty queue takes any one datagram (as Linux does).
+  if (s->rx_charged > 0 && s->rx_charged + cost > s->rcvbuf) {
+    ++stats_.rx_queue_full;
+    ++s->rx_dropped;
+    return Delivery::kDropped;
+  }
+  const size_t payload_len = udp->payload.size();
+  packet.consume_front(ip.header_len + Datagram::kHeaderLen);
+  packet.truncate(payload_len);
+  s->rx_queue.push_back(UdpSocket::Received{std::move(packet), Endpoint{ip.src, udp->src_port}});
+  s->rx_charged += cost;
+  ++stats_.rx_delivered;
+  s->changed(kPollIn | kPollRdNorm);
+  return Delivery::kDelivered;
+}
+
+bool UdpLayer::deliver_error(Endpoint local, Endpoint remote, int err) {
+  auto it = by_port_.find(local.port);
+  if (it == by_port_.end()) return false;
+  bool delivered = false;
+  for (UdpSocket* s : it->second) {
+    if (!s->remote || s->remote->addr != remote.addr || s->remote->port != remote.port) continue;
+    if (!s->local.addr.is_unspecified() && s->local.addr != local.addr) continue;
+    s->pending_error = err;
+    s->changed(kPollErr);
+    delivered = true;
+  }
+  return delivered;
+}
+
+size_t UdpLayer::bound_sockets() const {
+  size_t n = 0;
+  for (const auto& [port, sockets] : by_port_) n += sockets.size();
+  return n;
+}
+
+}  // namespace ustack::udp
