@@ -163,7 +163,9 @@ ssize_t UserBackend::sendto(int fd, const void* buf, size_t len, int flags, cons
     dst = ep;
   }
   Stack& stack = engine_->stack();
-  auto sent = stack.udp().send(engine_->now(), f->socket, {static_cast<const uint8_t*>(buf), len}, dst);
+  const Instant now = engine_->now();
+  auto sent = stack.udp().send(now, f->socket, {static_cast<const uint8_t*>(buf), len}, dst);
+  stack.drain_loopback(now);
   stack.flush();
   if (!sent) {
     // Linux raises SIGPIPE on EPIPE unless MSG_NOSIGNAL; for UDP after shutdown(SHUT_WR) too.

@@ -72,15 +72,26 @@ size_t Stack::poll(Instant now) {
   std::array<Packet, kBurst> burst;
   const size_t n = device_.rx_burst(burst);
   for (size_t i = 0; i < n; ++i) receive_frame(now, std::move(burst[i]));
-  // Only what was queued before this turn: a loopback ping-pong cannot starve the device.
-  size_t looped = loopback_.size();
-  for (size_t i = 0; i < looped; ++i) {
-    Packet p = std::move(loopback_.front());
-    loopback_.pop_front();
-    ipv4_input(now, std::move(p), true);
-  }
+  const size_t looped = drain_loopback(now);
   flush();
   return n + looped;
+}
+
+size_t Stack::drain_loopback(Instant now) {
+  // Like Linux's loopback, which delivers within the sending call: an ICMP error about a
+  // datagram sent to ourselves is there when send() returns. Bounded in rounds, so traffic that
+  // answers itself cannot keep one call busy.
+  size_t processed = 0;
+  for (int round = 0; round < 4 && !loopback_.empty(); ++round) {
+    const size_t queued = loopback_.size();
+    for (size_t i = 0; i < queued; ++i) {
+      Packet p = std::move(loopback_.front());
+      loopback_.pop_front();
+      ipv4_input(now, std::move(p), true);
+    }
+    processed += queued;
+  }
+  return processed;
 }
 
 Instant Stack::next_wakeup() const {

@@ -43,6 +43,9 @@ class Stack final : private eth::ArpActions,
   size_t poll(Instant now);
   /// Processes one received frame (exposed for tests and replay).
   void receive_frame(Instant now, Packet frame);
+  /// Delivers what was sent to ourselves (127/8 or our address). poll() does it; so does the API
+  /// right after a send, as Linux's loopback delivers within the sending call.
+  size_t drain_loopback(Instant now);
   /// Hands batched frames to the device. poll() does it; API calls that send do it too.
   void flush();
   /// When poll() must next run even without traffic (timers), or Instant::max().
