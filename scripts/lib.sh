@@ -1,0 +1,75 @@
+# Shared by scripts/demo, scripts/test and the test tiers: install what is missing, build, and
+# create/remove network namespaces. Source it; do not run it.
+
+USTACK_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+USTACK_BUILD="${USTACK_BUILD:-$USTACK_ROOT/build}"
+
+# Debian packages the build, the tests and the demo use (see README, "Dependencies").
+USTACK_PACKAGES=(
+  build-essential pkg-config meson ninja-build
+  dpdk dpdk-dev libdpdk-dev
+  libabsl-dev libtomlplusplus-dev libcli11-dev
+  googletest libgtest-dev
+  python3-scapy iproute2 iputils-ping netcat-openbsd socat nftables tcpdump
+)
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+ensure_root() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "This needs root (packages, network namespaces, TAP devices). Run it with sudo." >&2
+    exit 1
+  fi
+}
+
+ensure_packages() {
+  local missing=()
+  for p in "${USTACK_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+build() {
+  if [ ! -f "$USTACK_BUILD/build.ninja" ]; then
+    log "configuring $USTACK_BUILD"
+    meson setup "$USTACK_BUILD" "$USTACK_ROOT" "$@" >/dev/null
+  fi
+  log "building"
+  ninja -C "$USTACK_BUILD" >/dev/null || ninja -C "$USTACK_BUILD"
+}
+
+# new_netns PREFIX: creates a namespace with a unique name, prints it. Callers remove it with
+# del_netns in a trap, so it goes even when they fail.
+new_netns() {
+  local name="$1-$$-$RANDOM"
+  ip netns add "$name"
+  ip -n "$name" link set lo up
+  echo "$name"
+}
+
+del_netns() {
+  [ -n "${1:-}" ] && ip netns del "$1" 2>/dev/null || true
+}
+
+# wait_for_line FILE PATTERN SECONDS: waits until FILE contains PATTERN.
+wait_for_line() {
+  local file="$1" pattern="$2" deadline=$((SECONDS + $3))
+  until grep -q "$pattern" "$file" 2>/dev/null; do
+    [ $SECONDS -ge $deadline ] && return 1
+    sleep 0.1
+  done
+}
+
+# wait_for_link NETNS IFACE SECONDS: waits until IFACE exists in NETNS (net_tap creates it).
+wait_for_link() {
+  local deadline=$((SECONDS + $3))
+  until ip -n "$1" link show "$2" >/dev/null 2>&1; do
+    [ $SECONDS -ge $deadline ] && return 1
+    sleep 0.1
+  done
+}
