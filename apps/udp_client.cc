@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
   ustack::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
 
   std::vector<char> out(size), in(65536);
-  uint64_t received = 0, mismatched = 0, lost = 0;
+  uint64_t sent = 0, received = 0, mismatched = 0, lost = 0;
   double rtt_total_us = 0;
   int exit_code = 0;
   for (uint64_t i = 0; i < count && !app::g_stop; ++i) {
@@ -70,6 +70,7 @@ int main(int argc, char** argv) {
       exit_code = 2;
       break;
     }
+    ++sent;
     bool got_it = false;
     auto deadline = start + std::chrono::milliseconds(timeout_ms);
     while (!got_it) {
@@ -101,7 +102,7 @@ int main(int argc, char** argv) {
     if (!got_it) ++lost;
   }
   std::printf("udp-client: %s:%u on the %s stack: sent %llu, echoed intact %llu, mismatched %llu, lost %llu",
-              host.c_str(), port, common.stack.c_str(), static_cast<unsigned long long>(received + mismatched + lost),
+              host.c_str(), port, common.stack.c_str(), static_cast<unsigned long long>(sent),
               static_cast<unsigned long long>(received), static_cast<unsigned long long>(mismatched),
               static_cast<unsigned long long>(lost));
   if (received) std::printf(", mean round trip %.1f us", rtt_total_us / static_cast<double>(received));

@@ -116,7 +116,9 @@ int init(const InitOptions& options) {
 
 void shutdown() {
   Global& s = g();
-  if (s.user && s.print_stats_at_exit) print_stats(stderr);
+  if (!s.user) return;
+  if (s.print_stats_at_exit) print_stats(stderr);
+  api::register_stats_telemetry(nullptr);  // the telemetry thread must stop reading first
   s.user.reset();
 }
 

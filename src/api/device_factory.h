@@ -15,14 +15,15 @@
 namespace ustack::api {
 
 struct OpenedDevice {
+  std::shared_ptr<void> keepalive;  // e.g. the EAL, which must outlive the device: declared first
   std::unique_ptr<dev::Device> device;
-  std::shared_ptr<void> keepalive;  // e.g. the EAL, which must outlive the device
 };
 
 Result<OpenedDevice, std::string> open_device(const EngineConfig& config, const std::string& program);
 
 using CounterVisitor = std::function<void(std::string_view layer, std::string_view name, uint64_t value)>;
-/// Makes the counters readable while running (DPDK telemetry: /ustack/stats). No-op without DPDK.
+/// Makes the counters readable while running (DPDK telemetry: /ustack/stats); a null function
+/// unregisters (before the stack goes away). No-op without DPDK.
 void register_stats_telemetry(std::function<void(const CounterVisitor&)> visit_all);
 /// How a user reads the counters of a running process, for --help and logs.
 std::string telemetry_hint();
