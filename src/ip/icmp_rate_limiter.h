@@ -19,7 +19,8 @@ class IcmpRateLimiter {
     if (now > last_) {
       const int64_t elapsed_ns = (now - last_).count();
       // Refill in whole tokens only, keeping the remainder of time for the next call.
-      const int64_t ns_per_token = 1'000'000'000 / per_second_;
+      // At least 1 ns: a rate above 1e9/s would otherwise divide by zero below.
+      const int64_t ns_per_token = std::max<int64_t>(1, 1'000'000'000 / per_second_);
       const int64_t new_tokens = elapsed_ns / ns_per_token;
       if (new_tokens > 0) {
         tokens_ = static_cast<uint32_t>(std::min<int64_t>(burst_, tokens_ + new_tokens));

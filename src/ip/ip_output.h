@@ -28,11 +28,11 @@ class IpOutput {
   /// A buffer for `payload_len` transport bytes with room in front for the IP and link headers.
   /// Larger than one device buffer: a heap buffer, fragmented (copied) on send.
   virtual Packet alloc_datagram(size_t payload_len) = 0;
-  /// Prepends the IPv4 header (src/dst from `route`, `protocol`, DF when `dont_fragment`) and
+  /// Prepends the IPv4 header (src/dst from `route`, `protocol`, `tos`, DF when `dont_fragment`) and
   /// sends, fragmenting when the packet is larger than the route's MTU and DF is clear. Returns 0
   /// or an errno (EMSGSIZE: too big with DF, ENOBUFS: no buffer).
   virtual int send_datagram(Instant now, const Route& route, uint8_t protocol, Packet payload,
-                            bool dont_fragment) = 0;
+                            bool dont_fragment, uint8_t tos = 0) = 0;
 
  protected:
   ~IpOutput() = default;

@@ -41,6 +41,11 @@ std::optional<Packet> Reassembler::add(Instant now, const Ipv4Repr& header, Pack
   };
   if (!header.more_fragments) {
     if (d.total_length && *d.total_length != end) return drop_datagram();
+    // Fragments already held past this end make the datagram inconsistent (and assemble() would
+    // write them past the buffer sized from the end).
+    if (!d.fragments.empty() && d.fragments.back().offset + d.fragments.back().length > end) {
+      return drop_datagram();
+    }
     d.total_length = end;
   }
   if (d.total_length && end > *d.total_length) return drop_datagram();

@@ -239,8 +239,8 @@ void Stack::icmp_input(Instant now, const ip::Ipv4Repr& ip, Packet& packet) {
       Packet p = alloc_datagram(reply.len());
       if (!p) return;
       reply.emit({p.append(reply.len()), reply.len()});
-      const bool fits = reply.len() + ip::Ipv4Repr::emitted_header_len() <= route_to->mtu;
-      if (send_datagram(now, *route_to, static_cast<uint8_t>(ip::Protocol::kIcmp), std::move(p), fits) == 0) {
+      // Like Linux's icmp_reply(): the request's TOS, DF clear (fragmented on the way if need be).
+      if (send_datagram(now, *route_to, static_cast<uint8_t>(ip::Protocol::kIcmp), std::move(p), false, ip.tos) == 0) {
         ++stats_.icmp.tx_echo_replies;
       }
       return;
@@ -303,7 +303,10 @@ void Stack::send_icmp_error(Instant now, const Packet& offending, ip::IcmpType t
   Packet p = alloc_datagram(err.len());
   if (!p) return;
   err.emit({p.append(err.len()), err.len()});
-  if (send_datagram(now, *route_to, static_cast<uint8_t>(ip::Protocol::kIcmp), std::move(p), false) != 0) return;
+  // Linux's icmp_send(): errors go with precedence "internetwork control" (0xc0) and the
+  // offending datagram's TOS bits (RFC 1812 §4.3.2.5).
+  const auto tos = static_cast<uint8_t>((ip->tos() & 0x1e) | 0xc0);
+  if (send_datagram(now, *route_to, static_cast<uint8_t>(ip::Protocol::kIcmp), std::move(p), false, tos) != 0) return;
   if (type == ip::IcmpType::kDestUnreachable) {
     ++stats_.icmp.tx_dest_unreachable;
   } else {
@@ -355,12 +358,13 @@ Packet Stack::alloc_datagram(size_t payload_len) {
 }
 
 int Stack::send_datagram(Instant now, const ip::Route& route, uint8_t protocol, Packet payload,
-                         bool dont_fragment) {
+                         bool dont_fragment, uint8_t tos) {
   ip::Ipv4Repr header;
   header.src = route.src;
   header.dst = route.dst;
   header.protocol = protocol;
   header.ttl = config_.ttl;
+  header.tos = tos;
   header.ident = next_ident_++;
   const size_t total = ip::Ipv4Repr::emitted_header_len() + payload.size();
   if (total <= route.mtu) {

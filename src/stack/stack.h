@@ -79,7 +79,7 @@ class Stack final : private eth::ArpActions,
   Result<ip::Route, int> route(Ipv4Addr dst) override;
   Packet alloc_datagram(size_t payload_len) override;
   int send_datagram(Instant now, const ip::Route& route, uint8_t protocol, Packet payload,
-                    bool dont_fragment) override;
+                    bool dont_fragment, uint8_t tos = 0) override;
   // eth::ArpActions
   void send_arp_request(Instant now, Ipv4Addr target, std::optional<MacAddr> known) override;
   void send_resolved(Instant now, MacAddr mac, std::vector<Packet>& packets) override;

@@ -76,6 +76,7 @@ int UdpLayer::connect(UdpSocket& s, Endpoint remote) {
   auto route = out_.route(remote.addr);
   if (!route) return route.error();
   if (route->broadcast && !s.broadcast) return EACCES;
+  if (s.local.addr.is_loopback() && !route->loopback) return EINVAL;  // as in send()
   if (!s.bound() && bind_ephemeral(s, Ipv4Addr::any()) != 0) return EAGAIN;
   // Linux (ip4_datagram_connect) fixes the source address at connect time unless bind() did.
   if (s.local.addr.is_unspecified()) s.local.addr = route->src;
@@ -113,7 +114,12 @@ Result<size_t, int> UdpLayer::send(Instant now, UdpSocket& s, std::span<const ui
   if (!route) return fail(route.error());
   if (route->broadcast && !s.broadcast) return fail(EACCES);
   if (!s.bound() && bind_ephemeral(s, Ipv4Addr::any()) != 0) return fail(EAGAIN);
-  if (!s.local.addr.is_unspecified() && !route->loopback) route->src = s.local.addr;
+  if (!s.local.addr.is_unspecified()) {
+    // Linux (ip_route_output): the bound address is the source, over loopback too (replies must
+    // find the socket); a loopback source never leaves the host (RFC 1122 §3.2.1.3).
+    if (s.local.addr.is_loopback() && !route->loopback) return fail(EINVAL);
+    route->src = s.local.addr;
+  }
 
   const size_t udp_len = Datagram::kHeaderLen + data.size();
   Packet p = out_.alloc_datagram(udp_len);

@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# The packet tier: Scapy sends crafted frames to a target on a link and checks every reply.
+#
+#   tests/packet/run.sh kernel|ustack [BUILD_DIR]      (as root; BUILD_DIR default: $USTACK_BUILD,
+#                                                      else /work/main/build)
+#
+# ustack: one namespace; udp-echo --stack ustack runs in it on net_tap, so the TAP ust0 appears
+#         there; the namespace's kernel side of ust0 (198.18.0.1/24) is the prober, ustack is
+#         198.18.0.2.
+# kernel: the oracle: two namespaces joined by a veth pair; the host under test (198.18.0.2/24)
+#         runs udp-echo --stack kernel (the same app), the prober has 198.18.0.1/24 on its end,
+#         also named ust0, so the Python test is the same for both.
+# Everything (namespaces, links, the app, temp files) is removed on exit, also on failure. The
+# host's own interfaces are never touched: every link is made inside a namespace of this run.
+# Exit status: 0 all cases pass, 1 a failure, 77 cannot run here (not root, no Scapy): SKIP.
+#
+# Environment: USTACK_BUILD (build dir), USTACK_EAL (extra EAL arguments for ustack),
+# USTACK_PACKET_ARGS (more arguments for test_packets.py: -v prints every reply frame,
+# --only CASE runs one case, --seed N repeats a run), USTACK_PACKET_VERBOSE=1 (print the app's
+# output, with ustack's counters, also when everything passes).
+set -euo pipefail
+
+TARGET=${1:-}
+BUILD=${2:-${USTACK_BUILD:-/work/main/build}}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+PY=/usr/bin/python3            # Debian's python3, the one with python3-scapy
+PORT=7777
+TARGET_IP=198.18.0.2
+PROBER_IP=198.18.0.1
+PREFIX=24
+PROBER_MAC=02:75:73:74:6b:01   # locally administered; used inside this run's namespace only
+TARGET_MAC=""
+
+case "$TARGET" in
+  kernel | ustack) ;;
+  *) echo "usage: $0 kernel|ustack [BUILD_DIR]" >&2; exit 2 ;;
+esac
+# Exit status 77 is SKIP for meson test: this tier cannot run here at all.
+if [[ $(id -u) -ne 0 ]]; then echo "run.sh: SKIP: needs root (namespaces, TAP, raw sockets)" >&2; exit 77; fi
+if ! "$PY" -c 'import scapy.all' 2>/dev/null; then echo "run.sh: SKIP: $PY has no scapy (apt install python3-scapy)" >&2; exit 77; fi
+for tool in ip nft ethtool; do
+  command -v "$tool" >/dev/null || { echo "run.sh: SKIP: $tool not found" >&2; exit 77; }
+done
+APP="$BUILD/udp-echo"
+if [[ ! -x "$APP" ]]; then echo "run.sh: $APP not found (build first, or pass the build dir)" >&2; exit 1; fi
+
+RUN_ID="$$-$RANDOM"
+PROBER_NS="ustk-pkt-$RUN_ID"
+HOST_NS=""                     # kernel target only: the host under test
+APP_PID=""
+TEST_PID=""
+TMP=$(mktemp -d /tmp/ustk-pkt.XXXXXX)
+APP_LOG="$TMP/app.log"
+
+log() { echo "run.sh[$TARGET]: $*" >&2; }
+
+# Stops the app by its own PID: SIGTERM, then SIGKILL after 5 s. Sets APP_STATUS.
+APP_STATUS=""
+stop_app() {
+  [[ -n "$APP_PID" ]] || return 0
+  local pid=$APP_PID
+  APP_PID=""
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "udp-echo (pid $pid) ignored SIGTERM for 5 s: SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  APP_STATUS=0
+  wait "$pid" 2>/dev/null || APP_STATUS=$?
+  # A DPDK process that did not exit cleanly leaves its runtime directory (named after its pid).
+  if [[ "$TARGET" == ustack && "$APP_STATUS" != 0 ]]; then rm -rf "/var/run/dpdk/ustack-$pid" 2>/dev/null || true; fi
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [[ -n "$TEST_PID" ]]; then
+    kill -TERM "$TEST_PID" 2>/dev/null || true
+    wait "$TEST_PID" 2>/dev/null || true
+  fi
+  stop_app
+  if [[ -s "$APP_LOG" && ( $rc -ne 0 || -n "${USTACK_PACKET_VERBOSE:-}" ) ]]; then
+    log "udp-echo output:"
+    sed 's/^/    /' "$APP_LOG" >&2
+  fi
+  for ns in "$PROBER_NS" "$HOST_NS"; do
+    [[ -n "$ns" ]] && ip netns del "$ns" 2>/dev/null || true
+  done
+  rm -rf "$TMP"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+mac_of() { ip -n "$1" -o link show "$2" | sed -n 's|.*link/ether \([0-9a-f:]*\).*|\1|p'; }
+
+# A quiet namespace: loopback up, no IPv6 (no router solicitations or MLD on the test link).
+make_ns() {
+  ip netns add "$1"
+  ip -n "$1" link set lo up
+  in_ns "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+}
+
+# Waits (up to $2 seconds) for the app's "serving" line; fails if it exits first.
+wait_serving() {
+  local timeout=$1 i
+  for ((i = 0; i < timeout * 10; i++)); do
+    if grep -q "udp-echo: serving" "$APP_LOG" 2>/dev/null; then return 0; fi
+    if ! kill -0 "$APP_PID" 2>/dev/null; then log "udp-echo exited before serving"; return 1; fi
+    sleep 0.1
+  done
+  log "udp-echo did not say it is serving within ${timeout}s"
+  return 1
+}
+
+# APP_PID must be udp-echo itself (ip netns exec and env exec it), not a shell around it: it is the
+# process that is signalled at the end and whose telemetry socket is read.
+check_app_pid() {
+  local exe
+  exe=$(readlink "/proc/$APP_PID/exe" 2>/dev/null || true)
+  if [[ "$exe" != */udp-echo ]]; then log "pid $APP_PID is '$exe', not udp-echo"; return 1; fi
+}
+
+make_ns "$PROBER_NS"
+
+if [[ "$TARGET" == ustack ]]; then
+  # ustack creates the TAP ust0 inside the namespace; its kernel side is the prober.
+  ip netns exec "$PROBER_NS" env USTACK_DEV=net_tap0,iface=ust0 USTACK_EAL="${USTACK_EAL:-}" \
+    USTACK_IP="$TARGET_IP/$PREFIX" "$APP" --stack ustack --port "$PORT" --stats >"$APP_LOG" 2>&1 &
+  APP_PID=$!
+  wait_serving 30
+  check_app_pid
+  for _ in $(seq 100); do ip -n "$PROBER_NS" link show ust0 >/dev/null 2>&1 && break; sleep 0.1; done
+  ip -n "$PROBER_NS" link show ust0 >/dev/null 2>&1 || { log "TAP ust0 did not appear in $PROBER_NS"; exit 1; }
+  # net_tap gives the kernel side of the TAP the DPDK port's own MAC, so ustack and the prober
+  # would share one MAC on the link. Give the prober a MAC of its own, as on a real wire: then
+  # every check on "whose MAC" means something. ustack's MAC is the one the TAP had.
+  TARGET_MAC=$(mac_of "$PROBER_NS" ust0)
+  ip -n "$PROBER_NS" link set ust0 address "$PROBER_MAC"
+  ip -n "$PROBER_NS" addr add "$PROBER_IP/$PREFIX" dev ust0
+  ip -n "$PROBER_NS" link set ust0 up
+  COUNTERS="$PY $HERE/../../scripts/ustack-stats $APP_PID"
+else
+  HOST_NS="$PROBER_NS-h"
+  make_ns "$HOST_NS"
+  # Both ends are made inside the namespaces: the host's namespace never sees them.
+  ip -n "$PROBER_NS" link add ust0 type veth peer name ust0h netns "$HOST_NS"
+  ip -n "$HOST_NS" addr add "$TARGET_IP/$PREFIX" dev ust0h
+  ip -n "$HOST_NS" link set ust0h up
+  # veth hands its peer UDP/ICMP with the checksum left to "offload" (CHECKSUM_PARTIAL); a packet
+  # socket on the prober's end would see it unfilled. A real wire carries it filled in.
+  in_ns "$HOST_NS" ethtool -K ust0h tx off >/dev/null
+  TARGET_MAC=$(mac_of "$HOST_NS" ust0h)
+  ip -n "$PROBER_NS" addr add "$PROBER_IP/$PREFIX" dev ust0
+  ip -n "$PROBER_NS" link set ust0 up
+  ip netns exec "$HOST_NS" "$APP" --stack kernel --port "$PORT" >"$APP_LOG" 2>&1 &
+  APP_PID=$!   # started directly (not through in_ns, a function: that would fork a subshell)
+  wait_serving 10
+  check_app_pid
+  COUNTERS="$PY $HERE/kernel_counters.py $HOST_NS"
+fi
+
+# The prober's own kernel sees the replies too: the UDP echoes arrive at ports where nothing
+# listens, and it would answer each with an ICMP port unreachable. Keep it quiet (Scapy's own
+# frames go out through a packet socket, which this hook does not see).
+in_ns "$PROBER_NS" nft -f - <<'EOF'
+table inet ustk_packet {
+  chain output {
+    type filter hook output priority 0; policy accept;
+    icmp type destination-unreachable drop
+  }
+}
+EOF
+
+log "prober netns $PROBER_NS${HOST_NS:+, host netns $HOST_NS}, udp-echo pid $APP_PID, target MAC $TARGET_MAC"
+rc=0
+# In the background, waited for: a signal to this script then runs the traps at once (not after
+# the test), and cleanup stops the test too (timeout passes the SIGTERM on to python).
+ip netns exec "$PROBER_NS" timeout 120 "$PY" "$HERE/test_packets.py" --iface ust0 --target-ip "$TARGET_IP" \
+  --port "$PORT" --counters "$COUNTERS" --names "$TARGET" --target-mac "$TARGET_MAC" ${USTACK_PACKET_ARGS:-} &
+TEST_PID=$!
+wait "$TEST_PID" || rc=$?
+TEST_PID=""
+
+# The target must still be alive after all that, and exit cleanly when asked.
+if ! kill -0 "$APP_PID" 2>/dev/null; then
+  log "FAIL: udp-echo is no longer running after the tests"
+  rc=1
+fi
+stop_app
+if [[ "$APP_STATUS" != 0 ]]; then
+  log "FAIL: udp-echo exited with status $APP_STATUS on SIGTERM (want 0)"
+  rc=1
+fi
+exit "$rc"
