@@ -63,28 +63,22 @@ void ArpCache::remove(Ipv4Addr ip) {
 }
 
 ArpCache::Entry& ArpCache::insert(Instant now, Ipv4Addr ip) {
-  if (entries_.size() >= config_.max_entries && oldest_) {
+  if (entries_.size() >= config_.max_entries && by_age_.oldest()) {
     ++stats_.cache_full_evictions;
-    stats_.pending_dropped_unresolved.inc(oldest_->pending.size());
-    erase(*oldest_);
+    stats_.pending_dropped_unresolved.inc(by_age_.oldest()->pending.size());
+    erase(*by_age_.oldest());
   }
   auto owned = std::make_unique<Entry>(this, ip);
   Entry& e = *owned;
   e.last_probe = now;
-  e.older = newest_;
-  if (newest_) newest_->newer = &e;
-  newest_ = &e;
-  if (!oldest_) oldest_ = &e;
+  by_age_.push_newest(e);
   entries_.emplace(ip, std::move(owned));
   ++stats_.cache_entries_added;
   return e;
 }
 
 void ArpCache::erase(Entry& e) {
-  if (e.older) e.older->newer = e.newer;
-  if (e.newer) e.newer->older = e.older;
-  if (oldest_ == &e) oldest_ = e.newer;
-  if (newest_ == &e) newest_ = e.older;
+  by_age_.unlink(e);
   entries_.erase(e.ip);  // destroys e (and cancels its timer)
 }
 

@@ -9,6 +9,7 @@
 
 #include <absl/container/flat_hash_map.h>
 
+#include "base/age_list.h"
 #include "base/instant.h"
 #include "base/ipv4_addr.h"
 #include "base/packet.h"
@@ -59,7 +60,7 @@ class ArpCache final : private TimerClient {
   bool contains(Ipv4Addr ip) const { return entries_.contains(ip); }
 
  private:
-  struct Entry {
+  struct Entry : AgeList<Entry>::Hook {
     explicit Entry(ArpCache* cache, Ipv4Addr ip) : ip(ip), timer(cache, this) {}
     Ipv4Addr ip;
     std::optional<MacAddr> mac;  // empty while resolving
@@ -68,8 +69,6 @@ class ArpCache final : private TimerClient {
     int requests_sent = 0;
     std::vector<Packet> pending;
     TimerEntry timer;
-    Entry* older = nullptr;  // insertion-order list for O(1) eviction
-    Entry* newer = nullptr;
   };
 
   void on_timer(TimerEntry& timer, Instant now) override;
@@ -81,8 +80,7 @@ class ArpCache final : private TimerClient {
   ArpStats& stats_;
   ArpActions& actions_;
   absl::flat_hash_map<Ipv4Addr, std::unique_ptr<Entry>> entries_;
-  Entry* oldest_ = nullptr;
-  Entry* newest_ = nullptr;
+  AgeList<Entry> by_age_;  // insertion order, for O(1) eviction
 };
 
 }  // namespace ustack::eth

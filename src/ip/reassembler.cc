@@ -73,9 +73,9 @@ std::optional<Packet> Reassembler::add(Instant now, const Ipv4Repr& header, Pack
     return whole;
   }
   // Memory bound: evict the oldest datagrams (perhaps this one) until under the limit.
-  while (bytes_held_ > config_.max_bytes && oldest_) {
+  while (bytes_held_ > config_.max_bytes && by_age_.oldest()) {
     ++stats_.reasm_evicted_memory;
-    erase(*oldest_);
+    erase(*by_age_.oldest());
   }
   return std::nullopt;
 }
@@ -83,26 +83,20 @@ std::optional<Packet> Reassembler::add(Instant now, const Ipv4Repr& header, Pack
 Reassembler::Datagram& Reassembler::find_or_create(Instant now, const Key& key) {
   auto it = datagrams_.find(key);
   if (it != datagrams_.end()) return *it->second;
-  if (datagrams_.size() >= config_.max_datagrams && oldest_) {
+  if (datagrams_.size() >= config_.max_datagrams && by_age_.oldest()) {
     ++stats_.reasm_evicted_memory;
-    erase(*oldest_);
+    erase(*by_age_.oldest());
   }
   auto owned = std::make_unique<Datagram>(this, key);
   Datagram& d = *owned;
-  d.older = newest_;
-  if (newest_) newest_->newer = &d;
-  newest_ = &d;
-  if (!oldest_) oldest_ = &d;
+  by_age_.push_newest(d);
   timers_.schedule(d.timer, now + config_.timeout);
   datagrams_.emplace(key, std::move(owned));
   return d;
 }
 
 void Reassembler::erase(Datagram& d) {
-  if (d.older) d.older->newer = d.newer;
-  if (d.newer) d.newer->older = d.older;
-  if (oldest_ == &d) oldest_ = d.newer;
-  if (newest_ == &d) newest_ = d.older;
+  by_age_.unlink(d);
   bytes_held_ -= d.bytes;
   datagrams_.erase(d.key);
 }

@@ -10,6 +10,7 @@
 
 #include <absl/container/flat_hash_map.h>
 
+#include "base/age_list.h"
 #include "base/instant.h"
 #include "base/packet.h"
 #include "base/stats.h"
@@ -64,7 +65,7 @@ class Reassembler final : private TimerClient {
     uint32_t header_len;
     Packet packet;
   };
-  struct Datagram {
+  struct Datagram : AgeList<Datagram>::Hook {
     Datagram(Reassembler* r, Key key) : key(key), timer(r, this) {}
     Key key;
     std::vector<Fragment> fragments;  // sorted by offset, never overlapping
@@ -72,8 +73,6 @@ class Reassembler final : private TimerClient {
     uint32_t received = 0;
     size_t bytes = 0;
     TimerEntry timer;
-    Datagram* older = nullptr;
-    Datagram* newer = nullptr;
   };
 
   void on_timer(TimerEntry& timer, Instant now) override;
@@ -86,8 +85,7 @@ class Reassembler final : private TimerClient {
   Ipv4Stats& stats_;
   ReassemblyActions& actions_;
   absl::flat_hash_map<Key, std::unique_ptr<Datagram>> datagrams_;
-  Datagram* oldest_ = nullptr;
-  Datagram* newest_ = nullptr;
+  AgeList<Datagram> by_age_;  // arrival order of first fragments, for O(1) eviction
   size_t bytes_held_ = 0;
 };
 
