@@ -8,6 +8,7 @@ namespace {
 
 std::optional<unsigned> parse_number(std::string_view text, unsigned max) {
   if (text.empty() || text.size() > 3) return std::nullopt;
+  if (text.size() > 1 && text[0] == '0') return std::nullopt;  // inet_pton: no leading zeros (not octal)
   unsigned v = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
   if (ec != std::errc() || end != text.data() + text.size() || v > max) return std::nullopt;

@@ -46,6 +46,9 @@ void ArpCache::update(Instant now, Ipv4Addr ip, MacAddr mac, bool create) {
     e = &insert(now, ip);
   }
   if (e->mac && *e->mac != mac) ++stats_.rx_conflicts;
+  // A confirmed neighbour is the least worth evicting: it moves to the young end.
+  by_age_.unlink(*e);
+  by_age_.push_newest(*e);
   e->mac = mac;
   e->expires = now + config_.entry_lifetime;
   e->requests_sent = 0;

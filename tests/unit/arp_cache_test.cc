@@ -274,6 +274,20 @@ TEST_F(ArpCacheTest, MaxEntriesEvictsTheOldest) {
   EXPECT_EQ(stats_.cache_full_evictions, 2u);
 }
 
+TEST_F(ArpCacheTest, ConfirmedEntryIsNotTheNextEvicted) {
+  ArpConfig config;
+  config.max_entries = 2;
+  make(config);
+  const Ipv4Addr a(198, 18, 0, 10), b(198, 18, 0, 11), c(198, 18, 0, 12);
+  cache_->update(now(), a, kPeerMac, true);
+  cache_->update(now(), b, kPeerMac, true);
+  cache_->update(now(), a, kPeerMac, false);  // a answers again: b is now the oldest
+  cache_->update(now(), c, kPeerMac, true);
+  EXPECT_TRUE(cache_->contains(a));
+  EXPECT_FALSE(cache_->contains(b));
+  EXPECT_TRUE(cache_->contains(c));
+}
+
 TEST_F(ArpCacheTest, UpdateWithoutCreateDoesNotCreate) {
   cache_->update(now(), kPeer, kPeerMac, /*create=*/false);
   EXPECT_FALSE(cache_->contains(kPeer));

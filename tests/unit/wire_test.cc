@@ -446,7 +446,8 @@ TEST(UdpWire, BytesPastTheLengthFieldAreNotPayload) {
 TEST(Addresses, ParseAndPrint) {
   EXPECT_EQ(Ipv4Addr::parse("198.18.0.2"), std::optional(kB));
   EXPECT_EQ(kB.to_string(), "198.18.0.2");
-  for (const char* bad : {"", "1.2.3", "1.2.3.4.5", "256.0.0.1", "1.2.3.4 ", "a.b.c.d", "1..2.3", "-1.2.3.4"}) {
+  EXPECT_EQ(Ipv4Addr::parse("0.0.0.0"), std::optional(Ipv4Addr()));
+  for (const char* bad : {"", "1.2.3", "1.2.3.4.5", "256.0.0.1", "1.2.3.4 ", "a.b.c.d", "1..2.3", "-1.2.3.4", "01.2.3.4", "1.2.3.010"}) {
     EXPECT_FALSE(Ipv4Addr::parse(bad)) << bad;
   }
   auto cidr = Ipv4Cidr::parse("198.18.0.2/24");
