@@ -34,13 +34,16 @@ ensure_packages() {
   fi
 }
 
+# build [DIR [MESON OPTIONS...]]: configures DIR (default $USTACK_BUILD) once, then builds it.
 build() {
-  if [ ! -f "$USTACK_BUILD/build.ninja" ]; then
-    log "configuring $USTACK_BUILD"
-    meson setup "$USTACK_BUILD" "$USTACK_ROOT" "$@" >/dev/null
+  local dir="${1:-$USTACK_BUILD}"
+  [ $# -gt 0 ] && shift
+  if [ ! -f "$dir/build.ninja" ]; then
+    log "configuring $dir $*"
+    meson setup "$dir" "$USTACK_ROOT" "$@" >/dev/null
   fi
-  log "building"
-  ninja -C "$USTACK_BUILD" >/dev/null || ninja -C "$USTACK_BUILD"
+  log "building $dir"
+  ninja -C "$dir" >/dev/null || ninja -C "$dir"
 }
 
 # new_netns PREFIX: creates a namespace with a unique name, prints it. Callers remove it with
