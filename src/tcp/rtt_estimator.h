@@ -1,0 +1,68 @@
+#pragma once
+// RFC 6298 retransmission timer: SRTT/RTTVAR from RTT samples, RTO with a floor and a ceiling,
+// exponential backoff. Karn's rule (no samples from retransmitted segments) is the caller's: it
+// only calls sample() for segments sent once, or with timestamps (RFC 7323 §4.1), which are
+// unambiguous.
+//
+// The floor: RFC 6298 (2.4) says 1 s; Linux uses 200 ms (TCP_RTO_MIN) and so do we by default,
+// because our peers are mostly Linux hosts on short paths, where a 1 s floor turns every lost tail
+// segment into a second of stall. It is a parameter, so a deployment can choose the RFC's value.
+
+#include <algorithm>
+
+#include "base/instant.h"
+
+namespace ustack::tcp {
+
+struct RtoConfig {
+  Duration initial = 1s;  ///< RFC 6298 (2.1)
+  Duration min = 200ms;   ///< Linux's TCP_RTO_MIN (RFC 6298 (2.4) says 1 s; see above)
+  Duration max = 120s;    ///< Linux's TCP_RTO_MAX; RFC 6298 (2.5) allows a ceiling of >= 60 s
+};
+
+class RttEstimator {
+ public:
+  explicit RttEstimator(const RtoConfig& config = {}) : config_(config), rto_(config.initial) {}
+
+  /// RFC 6298 (2.2)/(2.3): a new measurement. Resets any backoff (5.7 is about the timer; Linux
+  /// also recomputes RTO from the new estimate).
+  void sample(Duration rtt) {
+    rtt = std::max(rtt, Duration(1));
+    if (!has_sample_) {
+      srtt_ = rtt;
+      rttvar_ = rtt / 2;
+      has_sample_ = true;
+    } else {
+      const Duration err = srtt_ > rtt ? srtt_ - rtt : rtt - srtt_;
+      rttvar_ = rttvar_ - rttvar_ / 4 + err / 4;  // beta = 1/4
+      srtt_ = srtt_ - srtt_ / 8 + rtt / 8;        // alpha = 1/8
+    }
+    backoffs_ = 0;
+    // G (clock granularity) is 1 ns here: K * RTTVAR always dominates it.
+    rto_ = clamp(srtt_ + std::max(Duration(1), 4 * rttvar_));
+  }
+
+  /// RFC 6298 (5.5): the timer expired; double the RTO (up to the ceiling).
+  void back_off() {
+    ++backoffs_;
+    rto_ = clamp(rto_ * 2);
+  }
+
+  Duration rto() const { return rto_; }
+  Duration srtt() const { return srtt_; }
+  Duration rttvar() const { return rttvar_; }
+  bool has_sample() const { return has_sample_; }
+  int backoffs() const { return backoffs_; }
+
+ private:
+  Duration clamp(Duration d) const { return std::clamp(d, config_.min, config_.max); }
+
+  RtoConfig config_;
+  Duration rto_;
+  Duration srtt_{0};
+  Duration rttvar_{0};
+  bool has_sample_ = false;
+  int backoffs_ = 0;
+};
+
+}  // namespace ustack::tcp
