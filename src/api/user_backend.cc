@@ -200,8 +200,7 @@ ssize_t UserBackend::recvfrom(int fd, void* buf, size_t len, int flags, sockaddr
   if (n) std::memcpy(buf, d.payload.data(), n);
   encode_inet(d.from, src, src_len);
   if (!(flags & MSG_PEEK)) {
-    s.rx_charged -= full + udp::kDatagramOverhead;
-    s.rx_queue.pop_front();
+    s.pop_front();
   }
   return static_cast<ssize_t>((flags & MSG_TRUNC) ? full : n);
 }

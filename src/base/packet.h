@@ -74,6 +74,10 @@ class Packet {
   std::span<const uint8_t> bytes() const { return {data(), length_}; }
   size_t headroom() const { return offset_; }
   size_t tailroom() const { return capacity_ - offset_ - length_; }
+  /// The whole buffer this packet pins (what memory bounds must count, not size()).
+  size_t truesize() const { return capacity_; }
+  /// True when the buffer comes from a device pool (a fixed number of mbufs), not the heap.
+  bool pins_device_buffer() const { return pool_ != nullptr; }
   uint32_t offset() const { return offset_; }
 
   /// Grows the frame at the front by `n` bytes (for a lower layer's header). Returns the new

@@ -50,7 +50,7 @@ class Counter {
   X(errors_delivered)
 
 #define USTACK_UDP_COUNTERS(X)                                                                    \
-  X(rx_datagrams) X(rx_malformed) X(rx_bad_checksum) X(rx_no_port) X(rx_queue_full) X(rx_delivered) \
+  X(rx_datagrams) X(rx_malformed) X(rx_bad_checksum) X(rx_no_port) X(rx_queue_full) X(rx_delivered) X(rx_copied_under_pressure) \
   X(tx_datagrams) X(tx_errors)
 
 #define USTACK_DECLARE_COUNTER(name) Counter name;

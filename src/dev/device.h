@@ -41,6 +41,9 @@ class Device {
   /// Blocks for at most `max` or until a frame may have arrived. Devices that cannot be woken by
   /// the hardware just sleep; callers bound `max` by their latency budget.
   virtual void wait_rx(Duration max);
+  /// True when the receive buffer pool is running low (under a quarter free): whoever holds
+  /// received frames for long (socket queues) should copy them out and let the buffers go.
+  virtual bool buffers_scarce() const { return false; }
   /// Where to count frames and bytes (the stack's DevStats); devices that count nothing ignore it.
   virtual void attach_stats(DevStats* stats) { (void)stats; }
   /// A short name for logs ("net_tap0", "memory wire end A").

@@ -7,6 +7,7 @@ namespace ustack::ip {
 
 namespace {
 constexpr uint32_t kMaxDatagram = 65535;
+constexpr size_t kFragmentOverhead = 64;  // bookkeeping per fragment, charged against max_bytes
 }
 
 Reassembler::Reassembler(const ReassemblyConfig& config, TimerWheel& timers, Ipv4Stats& stats,
@@ -60,11 +61,20 @@ std::optional<Packet> Reassembler::add(Instant now, const Ipv4Repr& header, Pack
     return drop_datagram();
   }
 
-  const size_t cost = packet.size();
+  if (d.fragments.size() >= config_.max_fragments) {
+    ++stats_.reasm_bad_fragment;  // thousands of tiny pieces: an attack, not a datagram
+    erase(d);
+    return std::nullopt;
+  }
+  // Held as a heap copy of just its bytes: fragments that never complete must not pin device
+  // buffers (a 2 KiB mbuf per 8-byte fragment would drain the pool long before max_bytes).
+  Packet copy = Packet::copy_of(packet.bytes());
+  packet = Packet();
+  const size_t cost = copy.truesize() + kFragmentOverhead;
   d.bytes += cost;
   bytes_held_ += cost;
   d.received += length;
-  d.fragments.insert(pos, Fragment{offset, length, header.header_len, std::move(packet)});
+  d.fragments.insert(pos, Fragment{offset, length, header.header_len, std::move(copy)});
 
   if (d.total_length && d.received == *d.total_length) {
     Packet whole = assemble(d);

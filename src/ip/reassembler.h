@@ -22,6 +22,7 @@ namespace ustack::ip {
 struct ReassemblyConfig {
   size_t max_datagrams = 64;       ///< datagrams being reassembled at once
   size_t max_bytes = 4 << 20;      ///< fragment bytes held (Linux: ipfrag_high_thresh = 4 MiB)
+  size_t max_fragments = 128;      ///< per datagram: 64 KiB in 1480-byte pieces is 45
   Duration timeout = 30s;          ///< Linux: ipfrag_time = 30 s (RFC 1122 suggests 60-120 s)
 };
 

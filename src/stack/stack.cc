@@ -69,6 +69,7 @@ void Stack::start(Instant now) {
 
 size_t Stack::poll(Instant now) {
   timers_.expire(now);
+  buffers_scarce_ = device_.buffers_scarce();  // once per burst: asking the pool is not free
   std::array<Packet, kBurst> burst;
   const size_t n = device_.rx_burst(burst);
   for (size_t i = 0; i < n; ++i) receive_frame(now, std::move(burst[i]));
@@ -179,7 +180,10 @@ void Stack::ipv4_input(Instant now, Packet packet, bool from_loopback) {
   packet.truncate(ip->header_len + ip->payload_len);  // Ethernet padding is not ours
   // RFC 1122 §3.2.1.3: a source that is not a unicast host is discarded; so are loopback
   // sources (and our own address) arriving from the wire: someone spoofs them.
+  // 0.0.0.0 is only a source while a host learns its address (DHCP), so only to a broadcast.
+  const bool to_broadcast = ip->dst.is_broadcast() || ip->dst == config_.address.subnet_broadcast();
   if (ip->src.is_broadcast() || ip->src.is_multicast() || ip->src == config_.address.subnet_broadcast() ||
+      (ip->src.is_unspecified() && !to_broadcast) ||
       (!from_loopback && (ip->src.is_loopback() || ip->src == address()))) {
     ++stats_.ipv4.rx_bad_source;
     return;
@@ -203,7 +207,7 @@ void Stack::ipv4_input(Instant now, Packet packet, bool from_loopback) {
       icmp_input(now, *ip, packet);
       return;
     case ip::Protocol::kUdp:
-      if (udp_.receive(now, *ip, packet) == udp::Delivery::kNoSocket) {
+      if (udp_.receive(now, *ip, packet, {to_broadcast, buffers_scarce_}) == udp::Delivery::kNoSocket) {
         send_icmp_error(now, packet, ip::IcmpType::kDestUnreachable,
                         static_cast<uint8_t>(ip::UnreachableCode::kPort));
       }

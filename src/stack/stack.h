@@ -102,7 +102,8 @@ class Stack final : private eth::ArpActions,
   uint16_t next_ident_;
   std::array<Packet, kBurst> tx_batch_;
   size_t tx_count_ = 0;
-  std::deque<Packet> loopback_;  // IP packets (no link header) to be received on the next poll
+  std::deque<Packet> loopback_;
+  bool buffers_scarce_ = false;  // the device pool is running low: copy what we keep  // IP packets (no link header) to be received on the next poll
 };
 
 }  // namespace ustack

@@ -129,7 +129,7 @@ Result<size_t, int> UdpLayer::send(Instant now, UdpSocket& s, std::span<const ui
   // Linux (IP_PMTUDISC_WANT): DF on what fits the path; larger datagrams are fragmented here.
   const bool fits = udp_len + ip::Ipv4Repr::emitted_header_len() <= route->mtu;
   const bool offload = fits && route->udp_checksum_offload && !route->loopback;
-  UdpRepr::emit_header(p.bytes(), s.local.port, to.port, route->src, to.addr, !offload);
+  UdpRepr::emit_header(p.bytes(), s.local.port, to.port, route->src, route->dst, !offload);
   p.tx_offload.udp_checksum = offload;
   if (int err = out_.send_datagram(now, *route, kUdp, std::move(p), fits)) return fail(err);
   ++stats_.tx_datagrams;
@@ -158,7 +158,7 @@ UdpSocket* UdpLayer::lookup(Ipv4Addr dst, uint16_t dst_port, Endpoint from) {
   return best;
 }
 
-Delivery UdpLayer::receive(Instant, const ip::Ipv4Repr& ip, Packet& packet) {
+Delivery UdpLayer::receive(Instant, const ip::Ipv4Repr& ip, Packet& packet, ReceiveHints hints) {
   auto udp = UdpRepr::parse(packet.bytes().subspan(ip.header_len, ip.payload_len), ip.src, ip.dst,
                             packet.rx_checks.l4_checksum_good);
   if (!udp) {
@@ -170,26 +170,54 @@ Delivery UdpLayer::receive(Instant, const ip::Ipv4Repr& ip, Packet& packet) {
     return Delivery::kDropped;
   }
   ++stats_.rx_datagrams;
-  UdpSocket* s = lookup(ip.dst, udp->dst_port, Endpoint{ip.src, udp->src_port});
+  const Endpoint from{ip.src, udp->src_port};
+  if (hints.broadcast) {
+    // Linux (__udp4_lib_mcast_deliver): a broadcast goes to every socket bound to the port whose
+    // local address and peer accept it, each getting its own copy.
+    bool any = false;
+    if (auto it = by_port_.find(udp->dst_port); it != by_port_.end()) {
+      for (UdpSocket* s : it->second) {
+        if (!s->local.addr.is_unspecified() && s->local.addr != ip.dst) continue;
+        if (s->remote && (s->remote->addr != from.addr || (s->remote->port && s->remote->port != from.port))) continue;
+        any = true;
+        enqueue(*s, Packet::copy_of(udp->payload), from);
+      }
+    }
+    if (!any) ++stats_.rx_no_port;
+    return any ? Delivery::kDelivered : Delivery::kNoSocket;
+  }
+  UdpSocket* s = lookup(ip.dst, udp->dst_port, from);
   if (!s) {
     ++stats_.rx_no_port;
     return Delivery::kNoSocket;
   }
-  const size_t cost = udp->payload.size() + kDatagramOverhead;
-  // SO_RCVBUF: a full queue drops, but an empty queue takes any one datagram (as Linux does).
-  if (s->rx_charged > 0 && s->rx_charged + cost > s->rcvbuf) {
-    ++stats_.rx_queue_full;
-    ++s->rx_dropped;
-    return Delivery::kDropped;
-  }
   const size_t payload_len = udp->payload.size();
-  packet.consume_front(ip.header_len + Datagram::kHeaderLen);
-  packet.truncate(payload_len);
-  s->rx_queue.push_back(UdpSocket::Received{std::move(packet), Endpoint{ip.src, udp->src_port}});
-  s->rx_charged += cost;
+  Packet payload;
+  if (hints.device_buffers_scarce && packet.pins_device_buffer()) {
+    // Unread sockets must not starve the device of receive buffers: keep a heap copy instead.
+    payload = Packet::copy_of(udp->payload);
+    ++stats_.rx_copied_under_pressure;
+  } else {
+    packet.consume_front(ip.header_len + Datagram::kHeaderLen);
+    packet.truncate(payload_len);
+    payload = std::move(packet);
+  }
+  return enqueue(*s, std::move(payload), from) ? Delivery::kDelivered : Delivery::kDropped;
+}
+
+bool UdpLayer::enqueue(UdpSocket& s, Packet payload, Endpoint from) {
+  const size_t cost = payload.truesize() + kDatagramOverhead;
+  // SO_RCVBUF: a full queue drops, but an empty queue takes any one datagram (as Linux does).
+  if (s.rx_charged > 0 && s.rx_charged + cost > s.rcvbuf) {
+    ++stats_.rx_queue_full;
+    ++s.rx_dropped;
+    return false;
+  }
+  s.rx_queue.push_back(UdpSocket::Received{std::move(payload), from, cost});
+  s.rx_charged += cost;
   ++stats_.rx_delivered;
-  s->changed(kPollIn | kPollRdNorm);
-  return Delivery::kDelivered;
+  s.changed(kPollIn | kPollRdNorm);
+  return true;
 }
 
 bool UdpLayer::deliver_error(Endpoint local, Endpoint remote, int err) {

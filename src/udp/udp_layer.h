@@ -36,6 +36,12 @@ class LocalAddresses {
 
 enum class Delivery { kDelivered, kNoSocket, kDropped };
 
+/// What the stack knows about a datagram that the UDP layer cannot see for itself.
+struct ReceiveHints {
+  bool broadcast = false;               ///< sent to a broadcast address: every matching socket gets it
+  bool device_buffers_scarce = false;   ///< copy the payload out rather than hold a device buffer
+};
+
 class UdpLayer {
  public:
   UdpLayer(const UdpConfig& config, UdpStats& stats, Rng& rng, ip::IpOutput& out, const LocalAddresses& local);
@@ -52,8 +58,9 @@ class UdpLayer {
   /// sendto(2): bytes sent, or an errno. `dst` empty: the connected peer.
   Result<size_t, int> send(Instant now, UdpSocket& s, std::span<const uint8_t> data, std::optional<Endpoint> dst);
 
-  /// A datagram from IP; `packet` starts at the IP header. Moves from `packet` only when delivered.
-  Delivery receive(Instant now, const ip::Ipv4Repr& ip, Packet& packet);
+  /// A datagram from IP; `packet` starts at the IP header. Moves from `packet` only when it is
+  /// queued whole (kNoSocket always leaves it, for the ICMP error to quote).
+  Delivery receive(Instant now, const ip::Ipv4Repr& ip, Packet& packet, ReceiveHints hints = {});
   /// An ICMP error (or a failed resolution) about a datagram we sent from `local` to `remote`:
   /// connected sockets take `err` as their pending error, like Linux without IP_RECVERR.
   bool deliver_error(Endpoint local, Endpoint remote, int err);
@@ -65,6 +72,7 @@ class UdpLayer {
   bool conflicts(const UdpSocket& s, Endpoint local) const;
   int bind_ephemeral(UdpSocket& s, Ipv4Addr addr);
   void link(UdpSocket& s);
+  bool enqueue(UdpSocket& s, Packet payload, Endpoint from);
 
   UdpConfig config_;
   UdpStats& stats_;

@@ -24,15 +24,17 @@ inline constexpr size_t kDefaultSndbuf = 212992;
 inline constexpr size_t kMinRcvbuf = 2304;
 inline constexpr size_t kMinSndbuf = 4608;
 inline constexpr size_t kMaxBufOption = 212992;  // net.core.rmem_max / wmem_max
-/// What one queued datagram costs against SO_RCVBUF beyond its payload (Linux charges the skb's
-/// truesize; this is of the same order, so small-datagram floods hit the bound like on Linux).
-inline constexpr size_t kDatagramOverhead = 512;
+/// What one queued datagram costs against SO_RCVBUF beyond the buffer holding it (Linux charges
+/// the skb's truesize: buffer plus bookkeeping). Charging the whole buffer, not the payload, keeps
+/// a flood of tiny datagrams from pinning more buffers than SO_RCVBUF allows.
+inline constexpr size_t kDatagramOverhead = 256;
 
 class UdpSocket final : public Waitable {
  public:
   struct Received {
     Packet payload;  // data() is the first payload byte, size() the payload length
     Endpoint from;
+    size_t charge = 0;  // what it counts against rcvbuf
   };
 
   uint32_t poll_events() const override;
@@ -41,6 +43,11 @@ class UdpSocket final : public Waitable {
   bool connected() const { return remote.has_value(); }
   /// Takes the pending error (SO_ERROR semantics: reading clears it).
   int take_error() { return std::exchange(pending_error, 0); }
+  /// Removes the oldest datagram (after recv copied it out) and gives back its charge.
+  void pop_front() {
+    rx_charged -= rx_queue.front().charge;
+    rx_queue.pop_front();
+  }
   /// Tell waiters readiness may have changed (after any change the layer or API makes).
   void changed(uint32_t events) { notify(events); }
 

@@ -121,12 +121,42 @@ TEST_F(ReassemblerTest, OutOfOrder) {
 }
 
 TEST_F(ReassemblerTest, ReverseOrderSmallPieces) {
-  // 375 fragments of 8 bytes, last first.
+  // 125 fragments of 24 bytes, last first (the limit is 128 per datagram).
   std::vector<Fragment> frags;
-  for (size_t off = 0; off < payload_.size(); off += 8) frags.push_back(fragment_of(payload_, off, 8, off + 8 < payload_.size()));
+  for (size_t off = 0; off < payload_.size(); off += 24) frags.push_back(fragment_of(payload_, off, 24, off + 24 < payload_.size()));
+  ASSERT_EQ(frags.size(), 125u);
   for (size_t i = frags.size(); i-- > 1;) add_expect_pending(std::move(frags[i]));
   expect_whole(add(std::move(frags[0])), payload_);
   expect_nothing_held();
+}
+
+TEST_F(ReassemblerTest, TooManyPiecesDropTheDatagram) {
+  // 8-byte pieces: 375 of them would be needed; the 129th drops the datagram instead of holding on.
+  for (size_t off = 0; off < 128 * 8; off += 8) add_expect_pending(fragment_of(payload_, off, 8, true));
+  EXPECT_EQ(stats_.reasm_bad_fragment, 0u);
+  EXPECT_FALSE(add(fragment_of(payload_, 128 * 8, 8, true)));
+  EXPECT_EQ(stats_.reasm_bad_fragment, 1u);
+  expect_nothing_held();
+}
+
+TEST_F(ReassemblerTest, FragmentsAreHeldAsCopiesNotDeviceBuffers) {
+  // A fragment in a pool buffer (an mbuf) is copied: the buffer goes back to its pool at once.
+  struct CountingPool : PacketPool {
+    int released = 0;
+    void release(void* handle) override {
+      ++released;
+      delete[] static_cast<uint8_t*>(handle);
+    }
+  } pool;
+  Fragment f = fragment_of(payload_, 0, 1480, true);
+  auto* buffer = new uint8_t[2048];
+  std::copy(f.bytes.begin(), f.bytes.end(), buffer);
+  Packet pooled(buffer, 2048, 0, static_cast<uint32_t>(f.bytes.size()), buffer, &pool);
+  auto header = ip::Ipv4Repr::parse(pooled.bytes());
+  ASSERT_TRUE(header.ok());
+  EXPECT_FALSE(reasm_->add(now(), *header, std::move(pooled)));
+  EXPECT_EQ(pool.released, 1);
+  EXPECT_EQ(reasm_->datagrams(), 1u);
 }
 
 TEST_F(ReassemblerTest, ExactDuplicateIsIgnored) {
@@ -134,7 +164,7 @@ TEST_F(ReassemblerTest, ExactDuplicateIsIgnored) {
   add_expect_pending(fragment_of(payload_, 0, 1480, true));
   add_expect_pending(fragment_of(payload_, 2960, 40, false));
   add_expect_pending(fragment_of(payload_, 2960, 40, false));
-  EXPECT_EQ(reasm_->bytes_held(), 1500u + 60u);  // the copies were not kept
+  EXPECT_EQ(reasm_->bytes_held(), 1500u + 60u + 2 * 64u);  // the copies were not kept (64: per piece)
   expect_whole(add(fragment_of(payload_, 1480, 1480, true)), payload_);
   EXPECT_EQ(stats_.reasm_overlap_dropped, 0u);
   EXPECT_EQ(stats_.reasm_ok, 1u);
@@ -227,24 +257,24 @@ TEST_F(ReassemblerTest, TimeoutWithoutTheFirstFragmentReportsNoPacket) {
 
 TEST_F(ReassemblerTest, MemoryBoundEvictsTheOldest) {
   ReassemblyConfig config;
-  config.max_bytes = 4000;
+  config.max_bytes = 4200;  // two 1500-byte pieces with their 64 bytes of bookkeeping fit, three do not
   make(config);
   const Bytes small = test::pattern(1500);  // fragments of 1500 and 40 bytes (with headers)
   add_expect_pending(fragment_of(small, 0, 1480, true, 1));
   advance(1ms);
   add_expect_pending(fragment_of(small, 0, 1480, true, 2));
   advance(1ms);
-  add_expect_pending(fragment_of(small, 0, 1480, true, 3));  // 4500 bytes > 4000: 1 goes
+  add_expect_pending(fragment_of(small, 0, 1480, true, 3));  // 4692 bytes > 4200: 1 goes
   EXPECT_EQ(stats_.reasm_evicted_memory, 1u);
   EXPECT_EQ(reasm_->datagrams(), 2u);
-  EXPECT_EQ(reasm_->bytes_held(), 3000u);
+  EXPECT_EQ(reasm_->bytes_held(), 2 * (1500u + 64u));
   // 2 and 3 still complete; 1's last piece only starts a new datagram that cannot.
   auto two = add(fragment_of(small, 1480, 20, false, 2));
   ASSERT_TRUE(two);
   EXPECT_EQ(two->size(), 1520u);
   EXPECT_FALSE(add(fragment_of(small, 1480, 20, false, 1)));
   EXPECT_EQ(reasm_->datagrams(), 2u);
-  EXPECT_EQ(reasm_->bytes_held(), 1540u);
+  EXPECT_EQ(reasm_->bytes_held(), 1500u + 64u + 40u + 64u);
   auto three = add(fragment_of(small, 1480, 20, false, 3));
   ASSERT_TRUE(three);
   EXPECT_EQ(stats_.reasm_evicted_memory, 1u);

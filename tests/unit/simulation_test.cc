@@ -160,8 +160,7 @@ class Simulation {
   void drain(udp::UdpSocket& s, Flow& flow, udp::Endpoint expected_from) {
     while (!s.rx_queue.empty()) {
       udp::UdpSocket::Received r = std::move(s.rx_queue.front());
-      s.rx_queue.pop_front();
-      s.rx_charged -= r.payload.size() + udp::kDatagramOverhead;
+      s.pop_front();
       flow.check(r.payload.bytes(), r.from, expected_from);
     }
   }

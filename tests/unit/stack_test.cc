@@ -172,8 +172,7 @@ class StackTest : public ::testing::Test {
     USTACK_TRACE_CALLER(loc);
     ASSERT_FALSE(s.rx_queue.empty()) << "nothing received";
     udp::UdpSocket::Received r = std::move(s.rx_queue.front());
-    s.rx_queue.pop_front();
-    s.rx_charged -= r.payload.size() + udp::kDatagramOverhead;
+    s.pop_front();
     EXPECT_EQ(test::to_hex(r.payload.bytes()), test::to_hex(payload));
     EXPECT_EQ(r.from, from);
   }
@@ -1023,6 +1022,66 @@ TEST_F(StackTest, LoopbackToClosedPortRefusesTheConnectedSocket) {
   ASSERT_TRUE(send(client, text("anyone?"), std::nullopt));
   poll();
   EXPECT_EQ(client.pending_error, ECONNREFUSED);
+}
+
+}  // namespace
+}  // namespace ustack
+
+namespace ustack {
+namespace {
+
+TEST_F(StackTest, BroadcastDatagramReachesEveryMatchingSocket) {
+  resolve();
+  udp::UdpSocket& a = bound_socket(Ipv4Addr::any(), 6000, /*reuse=*/true);
+  udp::UdpSocket& b = bound_socket(Ipv4Addr::any(), 6000, /*reuse=*/true);
+  udp::UdpSocket& other_port = bound_socket(Ipv4Addr::any(), 6001);
+  deliver_ip(udp_in(kPeerIp, 40000, kSubnetBroadcast, 6000, text("all of you")), MacAddr::broadcast());
+  expect_received(a, text("all of you"), {kPeerIp, 40000});
+  expect_received(b, text("all of you"), {kPeerIp, 40000});
+  EXPECT_TRUE(other_port.rx_queue.empty());
+  // Unicast still goes to one socket only.
+  deliver_ip(udp_in(kPeerIp, 40000, kOurIp, 6000, text("just one")));
+  EXPECT_EQ(a.rx_queue.size() + b.rx_queue.size(), 1u);
+}
+
+TEST_F(StackTest, UnspecifiedSourceIsOnlyForBroadcasts) {
+  resolve();
+  udp::UdpSocket& s = bound_socket(Ipv4Addr::any(), 67);
+  deliver_ip(ping(1, 1, text("x"), Ipv4Addr::any(), kOurIp));
+  deliver_ip(udp_in(Ipv4Addr::any(), 68, kOurIp, 67, text("unicast from nowhere")));
+  EXPECT_EQ(stats().ipv4.rx_bad_source, 2u);
+  expect_nothing_sent();
+  EXPECT_TRUE(s.rx_queue.empty());
+  // A host still learning its address (DHCP) sends from 0.0.0.0 to the broadcast address.
+  deliver_ip(udp_in(Ipv4Addr::any(), 68, Ipv4Addr::broadcast(), 67, text("discover")), MacAddr::broadcast());
+  expect_received(s, text("discover"), {Ipv4Addr::any(), 68});
+}
+
+TEST_F(StackTest, SendToUnspecifiedAddressArrivesOverLoopbackIntact) {
+  udp::UdpSocket& server = bound_socket(Ipv4Addr::any(), 7000);
+  udp::UdpSocket& client = socket();
+  ASSERT_TRUE(send(client, text("to 0.0.0.0"), udp::Endpoint{Ipv4Addr::any(), 7000}));
+  poll();
+  EXPECT_EQ(stats().udp.rx_bad_checksum, 0u);
+  expect_received(server, text("to 0.0.0.0"), {kLoopback, client.local.port});
+}
+
+TEST_F(StackTest, ReceiveBufferChargesTheWholeBufferNotThePayload) {
+  // 1-byte datagrams each pin a whole buffer: SO_RCVBUF must count the buffers, or a flood of
+  // tiny datagrams pins thousands of them.
+  resolve();
+  udp::UdpSocket& s = bound_socket(Ipv4Addr::any(), 6000);
+  s.rcvbuf = 10 * (2048 + udp::kDatagramOverhead);
+  const Bytes frame = test::eth_frame(kOurMac, kPeerMac, kEthIpv4, udp_in(kPeerIp, 40000, kOurIp, 6000, text("x")));
+  for (int i = 0; i < 50; ++i) {
+    Packet p = Packet::heap(2048, 0);  // as a device receives it: a whole buffer for a small frame
+    std::copy(frame.begin(), frame.end(), p.append(frame.size()));
+    port_.inject(std::move(p));
+    poll();
+  }
+  EXPECT_LE(s.rx_queue.size(), 10u);
+  EXPECT_GE(s.rx_queue.size(), 9u);
+  EXPECT_EQ(stats().udp.rx_queue_full, 50u - s.rx_queue.size());
 }
 
 }  // namespace

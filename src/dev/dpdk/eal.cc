@@ -1,11 +1,13 @@
 #include "dev/dpdk/eal.h"
 
+#include <fcntl.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <filesystem>
 #include <sstream>
 
@@ -24,6 +26,93 @@ std::string join(const std::vector<std::string>& args) {
   return out;
 }
 
+// What DPDK itself puts in a runtime directory: the shared config (and its fbarray files, 6 MB
+// with --no-huge), the multi-process sockets, the telemetry sockets, hugepage bookkeeping.
+bool is_dpdk_runtime_file(const std::string& name) {
+  return name == "config" || name == "hugepage_info" || name == "telemetry" || name.starts_with("fbarray_") ||
+         name.starts_with("mp_socket") || name.starts_with("dpdk_telemetry");
+}
+
+// Where DPDK puts runtime directories (eal_create_runtime_dir in DPDK 22.11): /var/run/dpdk as
+// root, else $XDG_RUNTIME_DIR/dpdk, else /tmp/dpdk.
+std::filesystem::path runtime_base() {
+  const char* dir = "/var/run";
+  if (::getuid() != 0) {
+    const char* xdg = std::getenv("XDG_RUNTIME_DIR");
+    dir = xdg != nullptr ? xdg : "/tmp";
+  }
+  return std::filesystem::path(dir) / "dpdk";
+}
+
+// The prefix rte_eal_init will use: the last --file-prefix in `args`, else DPDK's default "rte".
+std::string file_prefix(const std::vector<std::string>& args) {
+  std::string prefix = "rte";
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (args[i].starts_with("--file-prefix=")) {
+      prefix = args[i].substr(std::string_view("--file-prefix=").size());
+    } else if (args[i] == "--file-prefix" && i + 1 < args.size()) {
+      prefix = args[++i];
+    }
+  }
+  return prefix;
+}
+
+// A primary process holds a write lock on its runtime directory's config file for its whole
+// life. True when some other process holds a lock on it (our own locks do not count: F_GETLK
+// does not report them).
+bool config_locked_by_another(const std::filesystem::path& dir) {
+  const int fd = ::open((dir / "config").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  struct flock lock {};
+  lock.l_type = F_WRLCK;
+  lock.l_whence = SEEK_SET;
+  const bool locked = ::fcntl(fd, F_GETLK, &lock) == 0 && lock.l_type != F_UNLCK;
+  ::close(fd);
+  return locked;
+}
+
+// Removes `dir` when it holds nothing but DPDK's own files (or nothing), and no other process
+// holds its config. Anything else in it (a file someone put there) leaves it as it is.
+void remove_runtime_dir_if_dpdk_only(const std::filesystem::path& dir) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(std::filesystem::symlink_status(dir, ec))) return;
+  if (config_locked_by_another(dir)) return;
+  std::vector<std::filesystem::path> files;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    if (!is_dpdk_runtime_file(entry.path().filename().string()) || entry.is_directory(ec)) return;
+    files.push_back(entry.path());
+  }
+  if (ec) return;
+  for (const auto& f : files) std::filesystem::remove(f, ec);
+  std::filesystem::remove(dir, ec);  // fails, harmlessly, if something appeared meanwhile
+}
+
+// "ustack-<digits>" with the pid those digits name, or 0 when `name` is not exactly that.
+pid_t ustack_dir_pid(const std::string& name) {
+  constexpr std::string_view kPrefix = "ustack-";
+  if (!name.starts_with(kPrefix) || name.size() == kPrefix.size() || name.size() > kPrefix.size() + 9) return 0;
+  const std::string digits = name.substr(kPrefix.size());
+  if (!std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) return 0;
+  if (digits.front() == '0') return 0;  // a pid is never written with a leading zero
+  return static_cast<pid_t>(std::stol(digits));
+}
+
+// A ustack process killed by a signal it does not handle (SIGKILL, a crash) never runs ~Eal and
+// leaves its runtime directory, /var/run/dpdk/ustack-<pid> (6 MB of tmpfs), behind; nothing in
+// that process can help it. So every start sweeps up after the dead: a directory named exactly
+// ustack-<digits> whose process no longer exists (no /proc/<pid>), whose config no process holds
+// locked (a primary keeps it locked while it lives: this spares one in another pid namespace
+// that shares /var/run), and that holds only DPDK's own files.
+void remove_stale_runtime_dirs(const std::filesystem::path& base) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(base, ec)) {
+    const pid_t pid = ustack_dir_pid(entry.path().filename().string());
+    if (pid <= 0 || pid == ::getpid()) continue;
+    if (std::filesystem::exists("/proc/" + std::to_string(pid), ec) || ec) continue;
+    remove_runtime_dir_if_dpdk_only(entry.path());
+  }
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Eal>, std::string> Eal::init(std::vector<std::string> args) {
@@ -33,6 +122,11 @@ Result<std::unique_ptr<Eal>, std::string> Eal::init(std::vector<std::string> arg
         "EAL: already initialised in this process (DPDK allows rte_eal_init once per process, even after "
         "rte_eal_cleanup); share the first Eal guard"));
   }
+  remove_stale_runtime_dirs(runtime_base());
+  // Our own runtime directory, when it is ours alone: named after this process (the default).
+  const std::string prefix = file_prefix(args);
+  const bool own_prefix = prefix == "ustack-" + std::to_string(::getpid());
+
   std::unique_ptr<Eal> eal(new Eal());
   eal->args_ = args;
   eal->argv_storage_ = std::move(args);
@@ -46,6 +140,9 @@ Result<std::unique_ptr<Eal>, std::string> Eal::init(std::vector<std::string> arg
     const int err = rte_errno;
     // A retry is DPDK's call: it answers EALREADY itself when it cannot run again.
     g_eal_initialised.store(false);
+    // A failed rte_eal_init leaves the runtime directory it made (empty, or with its config and
+    // sockets); remove it when it is this process's own and holds nothing but DPDK's files.
+    if (own_prefix) remove_runtime_dir_if_dpdk_only(runtime_base() / prefix);
     return unexpected("EAL: rte_eal_init(" + join(eal->args_) + ") failed: " + rte_strerror(err));
   }
   eal->runtime_dir_ = rte_eal_get_runtime_dir();
@@ -62,11 +159,7 @@ Eal::~Eal() {
   if (primary && !runtime_dir_.empty()) {
     std::error_code ec;
     for (const auto& entry : std::filesystem::directory_iterator(runtime_dir_, ec)) {
-      const std::string name = entry.path().filename().string();
-      if (name == "config" || name.starts_with("fbarray_") || name.starts_with("mp_socket") ||
-          name.starts_with("dpdk_telemetry")) {
-        std::filesystem::remove(entry.path(), ec);
-      }
+      if (is_dpdk_runtime_file(entry.path().filename().string())) std::filesystem::remove(entry.path(), ec);
     }
     std::filesystem::remove(runtime_dir_, ec);  // fails, harmlessly, when not empty
   }
