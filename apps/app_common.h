@@ -20,6 +20,11 @@ struct CommonOptions {
 
 inline volatile std::sig_atomic_t g_stop = 0;
 
+/// CLI11 reads "-1" into an unsigned option as 2^64-1; counts must refuse it.
+inline const CLI::Validator kNotNegative(
+    [](const std::string& v) { return !v.empty() && v[0] == '-' ? std::string("must not be negative") : std::string(); },
+    "NONNEGATIVE");
+
 inline void add_common_options(CLI::App& cli, CommonOptions& o) {
   cli.add_option("--stack", o.stack, "network stack: kernel (Linux sockets) or ustack (DPDK, userspace)")
       ->check(CLI::IsMember({"kernel", "ustack"}))

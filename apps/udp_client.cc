@@ -34,12 +34,11 @@ int main(int argc, char** argv) {
   app::add_common_options(cli, common);
   cli.add_option("--host", host, "server address")->capture_default_str();
   cli.add_option("--port", port, "server UDP port")->capture_default_str();
-  cli.add_option("--count", count, "datagrams to send")->capture_default_str();
+  cli.add_option("--count", count, "datagrams to send")->check(app::kNotNegative)->capture_default_str();
   cli.add_option("--size", size, "bytes per datagram (8 to 65507)")->check(CLI::Range(8, 65507))->capture_default_str();
-  cli.add_option("--timeout-ms", timeout_ms, "wait this long for each echo")->capture_default_str();
+  cli.add_option("--timeout-ms", timeout_ms, "wait this long for each echo")->check(CLI::Range(1, 3600000))->capture_default_str();
   CLI11_PARSE(cli, argc, argv);
 
-  if (!app::start_backend(common, "udp-client")) return 2;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);
@@ -47,6 +46,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "udp-client: --host %s is not an IPv4 address\n", host.c_str());
     return 2;
   }
+  if (!app::start_backend(common, "udp-client")) return 2;
   int fd = ustack::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
   if (fd < 0 || ustack::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     std::fprintf(stderr, "udp-client: cannot reach %s:%u: %s\n", host.c_str(), port, std::strerror(errno));

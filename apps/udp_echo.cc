@@ -20,10 +20,9 @@ int main(int argc, char** argv) {
   app::add_common_options(cli, common);
   cli.add_option("--port", port, "UDP port to serve")->capture_default_str();
   cli.add_option("--bind", bind_addr, "local address to bind")->capture_default_str();
-  cli.add_option("--count", max_datagrams, "exit after echoing this many datagrams (0: run until SIGINT/SIGTERM)");
+  cli.add_option("--count", max_datagrams, "exit after echoing this many datagrams (0: run until SIGINT/SIGTERM)")
+      ->check(app::kNotNegative);
   CLI11_PARSE(cli, argc, argv);
-
-  if (!app::start_backend(common, "udp-echo")) return 1;
 
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -32,6 +31,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "udp-echo: --bind %s is not an IPv4 address\n", bind_addr.c_str());
     return 2;
   }
+  if (!app::start_backend(common, "udp-echo")) return 1;
   int fd = ustack::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
   if (fd < 0 || ustack::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     std::fprintf(stderr, "udp-echo: cannot bind %s:%u: %s\n", bind_addr.c_str(), port, std::strerror(errno));

@@ -162,6 +162,7 @@ int socket(int domain, int type, int protocol) {
       return fd;
     }
     if (domain == AF_INET6) {
+      if (int err = api::UserBackend::socket_type_error(type)) return fail(err);  // Linux checks the type first
       g().last_error = "IPv6 is not served by the ustack backend yet";
       return fail(EAFNOSUPPORT);
     }

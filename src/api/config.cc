@@ -52,8 +52,10 @@ const std::vector<KeyDef>& key_defs() {
        [](EngineConfig& c, std::string_view v) -> std::string {
          auto cidr = Ipv4Cidr::parse(v);
          if (!cidr || cidr->prefix_len == 0 || cidr->prefix_len > 30 || cidr->addr.is_multicast() ||
-             cidr->addr.is_loopback() || cidr->addr.is_unspecified())
+             cidr->addr.is_loopback() || cidr->addr.is_unspecified() || cidr->addr.is_broadcast())
            return "expected a unicast address with a prefix length from 1 to 30, like 198.18.0.2/24";
+         if (cidr->addr == cidr->subnet_broadcast() || (cidr->addr.value() & ~cidr->mask()) == 0)
+           return "the subnet's network or broadcast address cannot be a host's address";
          c.stack.address = *cidr;
          return "";
        }},
@@ -68,7 +70,7 @@ const std::vector<KeyDef>& key_defs() {
          c.stack.gateway = *a;
          return "";
        }},
-      {{"mtu", "USTACK_MTU", "IP MTU, 68 to 9000 (default: the device's, usually 1500)"},
+      {{"mtu", "USTACK_MTU", "IP MTU, 68 to 9000, and at most what the device takes (DPDK 22.11 net_tap: 1504) (default: the device's, usually 1500)"},
        number<uint16_t>(68, 9000, [](EngineConfig& c, uint16_t v) { c.stack.mtu = v; })},
       {{"pcap", "USTACK_PCAP", "write every frame sent and received to this pcapng file"},
        [](EngineConfig& c, std::string_view v) -> std::string {
@@ -100,6 +102,9 @@ const std::vector<KeyDef>& key_defs() {
 }
 
 std::string validate(const EngineConfig& c) {
+  if (c.stack.gateway && *c.stack.gateway == c.stack.address.addr) {
+    return "gw / USTACK_GW: the gateway " + c.stack.gateway->to_string() + " is our own address";
+  }
   if (c.stack.gateway && !c.stack.address.contains(*c.stack.gateway)) {
     return "gw / USTACK_GW: gateway " + c.stack.gateway->to_string() + " is not on our subnet " +
            c.stack.address.to_string();

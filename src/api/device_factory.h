@@ -19,6 +19,11 @@ struct OpenedDevice {
   std::unique_ptr<dev::Device> device;
 };
 
+/// Starts EAL and opens the first DPDK port. Before EAL, refuses a net_tap/net_tun whose
+/// iface=NAME already exists in this network namespace (net_tap would join it as another queue,
+/// sharing it with whoever made it). Sizes the port's buffers for the MTU (USTACK_MTU, else the
+/// device's) and refuses an MTU the device does not take, naming USTACK_MTU and its range.
+/// Errors name the configuration key to change.
 Result<OpenedDevice, std::string> open_device(const EngineConfig& config, const std::string& program);
 
 using CounterVisitor = std::function<void(std::string_view layer, std::string_view name, uint64_t value)>;

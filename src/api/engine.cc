@@ -24,9 +24,9 @@ Instant Engine::now() const {
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - epoch_).count());
 }
 
-void Engine::nap(Instant t, Instant deadline) {
+bool Engine::nap(Instant t, Instant deadline) {
   Instant until = std::min({deadline, t + config_.idle_sleep_max, stack_->next_wakeup()});
-  if (until > t) device_->wait_rx(until - t);
+  return until > t && device_->wait_rx(until - t);
 }
 
 }  // namespace ustack::api

@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <csignal>
 #include <cerrno>
+#include <climits>
 #include <cstring>
+#include <limits>
 
 #include "ustack/socket.h"
 
@@ -20,12 +22,12 @@ int fail(int err) {
 }
 
 // Decodes a caller's sockaddr the way Linux's inet code does: too short is EINVAL, another
-// family EAFNOSUPPORT.
-int decode_inet(const sockaddr* addr, socklen_t len, udp::Endpoint* out) {
+// family EAFNOSUPPORT. `unspec_ok`: AF_UNSPEC counts as AF_INET (udp_sendmsg's compatibility rule).
+int decode_inet(const sockaddr* addr, socklen_t len, udp::Endpoint* out, bool unspec_ok = false) {
   if (!addr || len < static_cast<socklen_t>(sizeof(sockaddr_in))) return EINVAL;
   sockaddr_in sin;
   std::memcpy(&sin, addr, sizeof sin);
-  if (sin.sin_family != AF_INET) return EAFNOSUPPORT;
+  if (sin.sin_family != AF_INET && !(unspec_ok && sin.sin_family == AF_UNSPEC)) return EAFNOSUPPORT;
   *out = udp::Endpoint{Ipv4Addr(ntohl(sin.sin_addr.s_addr)), ntohs(sin.sin_port)};
   return 0;
 }
@@ -55,12 +57,36 @@ int get_option(void* val, socklen_t* len, T value) {
   return 0;
 }
 
-Duration to_duration(const timeval& tv) {
-  return std::chrono::seconds(tv.tv_sec) + std::chrono::microseconds(tv.tv_usec);
+// Linux keeps socket timeouts in jiffies and takes a tv_sec of LONG_MAX / HZ - 1 or more as
+// "forever" (sock_set_timeout). HZ is the kernel's CONFIG_HZ; 250 is Debian's. Below that bound
+// Linux rounds the microseconds up to whole jiffies (so {0, 1} reads back as {0, 4000} at
+// HZ=250); we keep and read back the microseconds exactly.
+constexpr time_t kLinuxHz = 250;
+constexpr time_t kForeverSeconds = std::numeric_limits<long>::max() / kLinuxHz - 1;
+
+// setsockopt(SO_RCVTIMEO/SO_SNDTIMEO) like Linux's sock_set_timeout: tv_usec outside [0, 1e6) is
+// EDOM; a negative tv_sec means "do not wait" (timeout 0, read back as {0, 0}); {0, 0} and
+// anything from kForeverSeconds on mean "forever" (also read back as {0, 0}).
+int parse_timeout(const timeval& tv, SocketTimeout* out) {
+  if (tv.tv_usec < 0 || tv.tv_usec >= 1000000) return EDOM;
+  if (tv.tv_sec < 0) {
+    *out = SocketTimeout{false, timeval{0, 0}};
+  } else if ((tv.tv_sec == 0 && tv.tv_usec == 0) || tv.tv_sec >= kForeverSeconds) {
+    *out = SocketTimeout{};
+  } else {
+    *out = SocketTimeout{false, tv};
+  }
+  return 0;
 }
-timeval to_timeval(Duration d) {
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(d).count();
-  return timeval{static_cast<time_t>(us / 1000000), static_cast<suseconds_t>(us % 1000000)};
+
+timeval timeout_timeval(const SocketTimeout& t) { return t.forever ? timeval{0, 0} : t.tv; }
+
+// When a wait of `t` begun at `now` ends; Instant::max() for forever and for timeouts too long
+// for the clock (some 292 years of nanoseconds), never an overflow.
+Instant timeout_deadline(Instant now, const SocketTimeout& t) {
+  constexpr int64_t kMaxSeconds = std::numeric_limits<int64_t>::max() / 1'000'000'000 - 1;
+  if (t.forever || t.tv.tv_sec >= kMaxSeconds) return Instant::max();
+  return now + (std::chrono::seconds(t.tv.tv_sec) + std::chrono::microseconds(t.tv.tv_usec));  // saturates
 }
 
 }  // namespace
@@ -105,7 +131,17 @@ int UserBackend::install(std::shared_ptr<OpenFile> f) {
   return kUserFdBase + static_cast<int>(files_.size() - 1);
 }
 
+int UserBackend::socket_type_error(int type) {
+  // __sys_socket_create, then __sock_create: SOCK_TYPE_MASK is 0xf, SOCK_MAX 11 (SOCK_PACKET + 1).
+  constexpr int kSockTypeMask = 0xf;
+  constexpr int kSockMax = SOCK_PACKET + 1;
+  if ((type & ~kSockTypeMask) & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) return EINVAL;  // also any negative type
+  if ((type & kSockTypeMask) >= kSockMax) return EINVAL;
+  return 0;
+}
+
 int UserBackend::socket(int domain, int type, int protocol) {
+  if (int err = socket_type_error(type)) return fail(err);
   if (domain != AF_INET) return fail(EAFNOSUPPORT);
   const int flags = type & (SOCK_NONBLOCK | SOCK_CLOEXEC);
   const int kind = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -159,7 +195,7 @@ ssize_t UserBackend::sendto(int fd, const void* buf, size_t len, int flags, cons
   std::optional<udp::Endpoint> dst;
   if (dest) {
     udp::Endpoint ep;
-    if (int err = decode_inet(dest, dest_len, &ep)) return fail(err);
+    if (int err = decode_inet(dest, dest_len, &ep, /*unspec_ok=*/true)) return fail(err);
     dst = ep;
   }
   Stack& stack = engine_->stack();
@@ -178,16 +214,20 @@ ssize_t UserBackend::sendto(int fd, const void* buf, size_t len, int flags, cons
 ssize_t UserBackend::recvfrom(int fd, void* buf, size_t len, int flags, sockaddr* src, socklen_t* src_len) {
   auto* f = file_as<UdpFile>(fd, ENOTSOCK);
   if (!f) return -1;
-  if (flags & MSG_OOB) return fail(EINVAL);
+  // MSG_OOB: udp_recvmsg does not look at it; the call is an ordinary receive, as on Linux.
   udp::UdpSocket& s = f->socket;
   auto ready = [&] { return !s.rx_queue.empty() || s.pending_error || s.shut_rd; };
   if (!ready()) {
     engine_->poll_once();  // a non-blocking caller still sees what already arrived
     if (!ready()) {
-      if (f->nonblocking || (flags & MSG_DONTWAIT)) return fail(EAGAIN);
-      const Instant now = engine_->now();
-      const Instant deadline = f->recv_timeout > 0ns ? now + f->recv_timeout : Instant::max();
-      if (!engine_->run_until(ready, deadline)) return fail(EAGAIN);
+      if (f->nonblocking || (flags & MSG_DONTWAIT) || f->recv_timeout.no_wait()) return fail(EAGAIN);
+      switch (engine_->run_until(ready, timeout_deadline(engine_->now(), f->recv_timeout))) {
+        case Engine::RunResult::kReady: break;
+        case Engine::RunResult::kTimedOut: return fail(EAGAIN);
+        // Linux restarts the call instead when the handler has SA_RESTART and no SO_RCVTIMEO is
+        // set; we cannot see the handler's flags, so it is always EINTR here (README).
+        case Engine::RunResult::kInterrupted: return fail(EINTR);
+      }
     }
   }
   // Linux checks the socket error before the queue (__skb_try_recv_datagram).
@@ -237,9 +277,7 @@ int UserBackend::setsockopt(int fd, int level, int name, const void* val, sockle
     if (len < static_cast<socklen_t>(sizeof(timeval))) return fail(EINVAL);
     timeval tv;
     std::memcpy(&tv, val, sizeof tv);
-    if (tv.tv_usec < 0 || tv.tv_usec >= 1000000) return fail(EDOM);
-    Duration d = tv.tv_sec < 0 ? 0ns : to_duration(tv);
-    (name == SO_RCVTIMEO ? f->recv_timeout : f->send_timeout) = d;
+    if (int err = parse_timeout(tv, name == SO_RCVTIMEO ? &f->recv_timeout : &f->send_timeout)) return fail(err);
     return 0;
   }
   if (!val) return fail(EFAULT);
@@ -268,8 +306,8 @@ int UserBackend::getsockopt(int fd, int level, int name, void* val, socklen_t* l
   udp::UdpSocket& s = f->socket;
   if (level != SOL_SOCKET) return fail(ENOPROTOOPT);
   switch (name) {
-    case SO_RCVTIMEO: return get_option(val, len, to_timeval(f->recv_timeout));
-    case SO_SNDTIMEO: return get_option(val, len, to_timeval(f->send_timeout));
+    case SO_RCVTIMEO: return get_option(val, len, timeout_timeval(f->recv_timeout));
+    case SO_SNDTIMEO: return get_option(val, len, timeout_timeval(f->send_timeout));
     case SO_REUSEADDR: return get_option(val, len, int{s.reuse_addr});
     case SO_REUSEPORT: return get_option(val, len, int{s.reuse_port});
     case SO_BROADCAST: return get_option(val, len, int{s.broadcast});
@@ -329,6 +367,15 @@ int UserBackend::epoll_ctl(int epfd, int op, int fd, epoll_event* event) {
   OpenFile* target = file(fd);
   if (!target) return fail(EBADF);
   if (op != EPOLL_CTL_DEL && !event) return fail(EFAULT);
+  if (op == EPOLL_CTL_ADD) {
+    if (auto* nested = dynamic_cast<EpollFile*>(target)) {
+      std::vector<const UserEpoll*> all;
+      for (const auto& f : files_) {
+        if (auto* e = dynamic_cast<const EpollFile*>(f.get())) all.push_back(&e->epoll);
+      }
+      if (epoll_add_would_loop(ep->epoll, nested->epoll, all)) return fail(ELOOP);
+    }
+  }
   if (int err = ep->epoll.ctl(op, fd, target->waitable(), event)) return fail(err);
   return 0;
 }
@@ -336,11 +383,15 @@ int UserBackend::epoll_ctl(int epfd, int op, int fd, epoll_event* event) {
 int UserBackend::epoll_wait(int epfd, epoll_event* events, int max, int timeout_ms) {
   auto* ep = file_as<EpollFile>(epfd, EINVAL);
   if (!ep) return -1;
-  if (max <= 0) return fail(EINVAL);
+  // Linux's EP_MAX_EVENTS: the byte size of the array must fit an int.
+  constexpr int kMaxEvents = static_cast<int>(INT_MAX / sizeof(epoll_event));
+  if (max <= 0 || max > kMaxEvents) return fail(EINVAL);
   if (!events) return fail(EFAULT);
   int n = 0;
-  engine_->run_until([&] { return (n = ep->epoll.collect(events, max)) > 0; },
-                     deadline_after(engine_->now(), timeout_ms));
+  const auto result = engine_->run_until([&] { return (n = ep->epoll.collect(events, max)) > 0; },
+                                         deadline_after(engine_->now(), timeout_ms));
+  // Linux: a signal handler always ends epoll_wait with EINTR, SA_RESTART or not.
+  if (result == Engine::RunResult::kInterrupted) return fail(EINTR);
   return n;
 }
 

@@ -5,6 +5,7 @@
 
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 
 #include <memory>
 #include <set>
@@ -16,6 +17,14 @@
 #include "udp/udp_socket.h"
 
 namespace ustack::api {
+
+/// SO_RCVTIMEO/SO_SNDTIMEO as Linux keeps them (net/core/sock.c sock_set_timeout): wait
+/// forever, do not wait at all (what a negative tv_sec means), or wait `tv`.
+struct SocketTimeout {
+  bool forever = true;
+  timeval tv{};  // when !forever; {0, 0}: do not wait
+  bool no_wait() const { return !forever && tv.tv_sec == 0 && tv.tv_usec == 0; }
+};
 
 /// An open file description: what dup'd descriptors share (flags, the socket itself).
 class OpenFile {
@@ -33,9 +42,9 @@ class UdpFile final : public OpenFile {
   Waitable& waitable() override { return socket; }
 
   udp::UdpSocket socket;
-  Duration recv_timeout = 0ns;  // SO_RCVTIMEO; 0: forever
-  Duration send_timeout = 0ns;  // SO_SNDTIMEO (stored; UDP sends never wait)
-  bool keepalive = false;       // SO_KEEPALIVE: stored, meaningless for UDP as on Linux
+  SocketTimeout recv_timeout;  // SO_RCVTIMEO
+  SocketTimeout send_timeout;  // SO_SNDTIMEO (stored; UDP sends never wait)
+  bool keepalive = false;      // SO_KEEPALIVE: stored, meaningless for UDP as on Linux
 
  private:
   Stack& stack_;
@@ -55,6 +64,9 @@ class UserBackend {
   Engine& engine() { return *engine_; }
   int open_descriptors() const { return static_cast<int>(files_.size() - free_.size()); }
 
+  /// The errno Linux gives a socket() `type` before it looks at the family (flag bits other than
+  /// SOCK_NONBLOCK/SOCK_CLOEXEC, a type beyond SOCK_MAX: EINVAL), or 0.
+  static int socket_type_error(int type);
   int socket(int domain, int type, int protocol);
   int bind(int fd, const sockaddr* addr, socklen_t len);
   int connect(int fd, const sockaddr* addr, socklen_t len);

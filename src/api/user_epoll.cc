@@ -1,6 +1,8 @@
 #include "api/user_epoll.h"
 
+#include <algorithm>
 #include <cerrno>
+#include <vector>
 
 namespace ustack::api {
 
@@ -123,5 +125,47 @@ int UserEpoll::collect(epoll_event* out, int max) {
 }
 
 uint32_t UserEpoll::poll_events() const { return ready_head_ ? (kPollIn | kPollRdNorm) : 0; }
+
+bool epoll_add_would_loop(const UserEpoll& ep, const UserEpoll& to, std::span<const UserEpoll* const> all) {
+  // The graph is acyclic and at most kMaxEpollNests deep (every ADD was checked), so the walks
+  // end; `depth` bounds them anyway, like Linux's. Anything beyond the limit counts as kTooDeep.
+  constexpr int kTooDeep = kMaxEpollNests + 1;
+  absl::flat_hash_map<const UserEpoll*, int> below_memo;
+  // Links below `e`, or kTooDeep if `ep` is among them (a cycle) or they are too many.
+  auto below = [&](auto& self, const UserEpoll& e, int depth) -> int {
+    if (auto it = below_memo.find(&e); it != below_memo.end()) return it->second;
+    int result = 0;
+    e.for_each_watched_epoll([&](const UserEpoll& child) {
+      if (result >= kTooDeep) return;
+      if (&child == &ep || depth > kMaxEpollNests) {
+        result = kTooDeep;
+      } else {
+        result = std::max(result, self(self, child, depth + 1) + 1);
+      }
+    });
+    below_memo[&e] = result;
+    return result;
+  };
+  const int down = below(below, to, 0);
+  if (down >= kTooDeep) return true;
+
+  absl::flat_hash_map<const UserEpoll*, std::vector<const UserEpoll*>> watchers;
+  for (const UserEpoll* e : all) {
+    e->for_each_watched_epoll([&](const UserEpoll& child) { watchers[&child].push_back(e); });
+  }
+  absl::flat_hash_map<const UserEpoll*, int> above_memo;
+  // Links above `e`.
+  auto above = [&](auto& self, const UserEpoll& e, int depth) -> int {
+    if (auto it = above_memo.find(&e); it != above_memo.end()) return it->second;
+    int result = 0;
+    if (auto it = watchers.find(&e); it != watchers.end() && depth <= kMaxEpollNests) {
+      for (const UserEpoll* parent : it->second) result = std::max(result, self(self, *parent, depth + 1) + 1);
+    }
+    above_memo[&e] = result;
+    return result;
+  };
+  const int up = above(above, ep, 0);
+  return up + 1 + down > kMaxEpollNests;
+}
 
 }  // namespace ustack::api

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <utility>
 
 #include <absl/container/flat_hash_map.h>
@@ -27,6 +28,13 @@ class UserEpoll final : public Waitable {
   /// An epoll instance is itself readable when it has events (so it can be nested or polled).
   uint32_t poll_events() const override;
   size_t watched() const { return items_.size(); }
+  /// Calls f(const UserEpoll&) for each epoll instance in the interest set (nested epoll).
+  template <typename F>
+  void for_each_watched_epoll(F&& f) const {
+    for (const auto& [key, item] : items_) {
+      if (const auto* e = dynamic_cast<const UserEpoll*>(item->source)) f(*e);
+    }
+  }
 
  private:
   struct Item final : Waiter {
@@ -50,5 +58,15 @@ class UserEpoll final : public Waitable {
   Item* ready_head_ = nullptr;
   Item* ready_tail_ = nullptr;
 };
+
+/// Linux's EP_MAX_NESTS: the longest chain of epoll instances watching each other has this many
+/// links (so kMaxEpollNests + 1 instances).
+inline constexpr int kMaxEpollNests = 4;
+
+/// Linux's ep_loop_check (fs/eventpoll.c, as fixed in 2025 to count the whole chain): true when
+/// making `ep` watch `to` would close a cycle (`to` reaches `ep`) or make a chain longer than
+/// kMaxEpollNests links (the instances above `ep` + 1 + the instances below `to`); epoll_ctl then
+/// fails with ELOOP. `all` lists every epoll instance, to find those watching `ep`.
+bool epoll_add_would_loop(const UserEpoll& ep, const UserEpoll& to, std::span<const UserEpoll* const> all);
 
 }  // namespace ustack::api

@@ -46,7 +46,10 @@ class MemoryPort final : public Device {
   size_t rx_burst(std::span<Packet> out) override;
   size_t tx_burst(std::span<Packet> pkts) override;
   Packet alloc_tx() override;
-  void wait_rx(Duration) override {}
+  /// Really sleeps (Device's sleep_interruptibly) and reports a signal, whatever the ManualClock
+  /// says: the API suite's engine naps on this port and its EINTR cases need a nap that a signal
+  /// ends. Stacks driven by a ManualClock (the unit tests) never call it.
+  bool wait_rx(Duration max) override { return Device::wait_rx(max); }
   std::string name() const override { return name_; }
 
   /// Queues a frame for this end to receive at `at` (default: now).

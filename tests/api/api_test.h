@@ -4,9 +4,13 @@
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstring>
 #include <vector>
 #include <string>
@@ -79,6 +83,60 @@ inline uint32_t wait_for(int fd, uint32_t events, int ms = 1000) {
   int n = ustack::epoll_wait(ep, &out, 1, ms);
   ustack::close(ep);
   return n == 1 ? out.events : 0;
+}
+
+/// Interrupts the process with SIGALRM after `first`, then every 20 ms, through a handler
+/// installed without SA_RESTART (so Linux fails a blocking call with EINTR instead of restarting
+/// it); everything is restored at the end of the scope. The repeats are there because the ustack
+/// engine does not see a signal that lands while it busy-polls or between two naps (README): the
+/// next one ends the call. A blocking call that ignores signals altogether would hang the suite,
+/// so after `give_up` the handler ends the process with a message (exit status 3).
+class SignalTimer {
+ public:
+  explicit SignalTimer(std::chrono::milliseconds first, std::chrono::milliseconds give_up = std::chrono::seconds(5)) {
+    ticks_ = 0;
+    give_up_ticks_ = static_cast<int>((give_up - first) / kEvery) + 1;
+    struct sigaction sa {};
+    sa.sa_handler = &SignalTimer::on_alarm;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;  // no SA_RESTART
+    EXPECT_EQ(::sigaction(SIGALRM, &sa, &old_), 0);
+    itimerval it{};
+    it.it_value = to_timeval(first);
+    it.it_interval = to_timeval(kEvery);
+    EXPECT_EQ(::setitimer(ITIMER_REAL, &it, nullptr), 0);
+  }
+  ~SignalTimer() {
+    itimerval off{};
+    ::setitimer(ITIMER_REAL, &off, nullptr);
+    ::sigaction(SIGALRM, &old_, nullptr);
+  }
+  SignalTimer(const SignalTimer&) = delete;
+  SignalTimer& operator=(const SignalTimer&) = delete;
+  /// Signals handled so far.
+  int ticks() const { return ticks_; }
+
+ private:
+  static constexpr std::chrono::milliseconds kEvery{20};
+  static timeval to_timeval(std::chrono::milliseconds ms) {
+    return timeval{static_cast<time_t>(ms.count() / 1000), static_cast<suseconds_t>(ms.count() % 1000 * 1000)};
+  }
+  static void on_alarm(int) {
+    ticks_ = ticks_ + 1;
+    if (ticks_ > give_up_ticks_) {
+      static const char msg[] = "SignalTimer: a blocking call ignored SIGALRM for too long; giving up\n";
+      (void)!::write(2, msg, sizeof msg - 1);
+      ::_exit(3);
+    }
+  }
+  inline static volatile std::sig_atomic_t ticks_ = 0;
+  inline static volatile std::sig_atomic_t give_up_ticks_ = 0;
+  struct sigaction old_ {};
+};
+
+/// Milliseconds since `start`.
+inline int64_t ms_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
 }
 
 }  // namespace ustack::apitest

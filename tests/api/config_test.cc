@@ -48,7 +48,8 @@ TEST(Config, BadEnvironmentValueNamesTheVariable) {
   for (auto [key, value] : std::initializer_list<std::pair<const char*, const char*>>{
            {"USTACK_MTU", "abc"}, {"USTACK_MTU", "67"}, {"USTACK_MTU", "9001"}, {"USTACK_IP", "198.18.0.2"},
            {"USTACK_IP", "300.1.1.1/24"}, {"USTACK_IP", "127.0.0.1/8"}, {"USTACK_GW", "nope"},
-           {"USTACK_CORES", "2"}, {"USTACK_TTL", "0"}}) {
+           {"USTACK_CORES", "2"}, {"USTACK_TTL", "0"}, {"USTACK_IP", "198.18.0.255/24"},
+           {"USTACK_IP", "198.18.0.0/24"}}) {
     auto c = load_config("", {{key, value}});
     ASSERT_FALSE(c.ok()) << key << "=" << value;
     EXPECT_NE(c.error().find(key), std::string::npos) << c.error();
@@ -56,10 +57,13 @@ TEST(Config, BadEnvironmentValueNamesTheVariable) {
   }
 }
 
-TEST(Config, GatewayMustBeOnTheSubnet) {
+TEST(Config, GatewayMustBeOnTheSubnetAndNotUs) {
   auto c = load_config("", {{"USTACK_GW", "10.0.0.1"}});
   ASSERT_FALSE(c.ok());
   EXPECT_NE(c.error().find("USTACK_GW"), std::string::npos) << c.error();
+  c = load_config("", {{"USTACK_GW", "198.18.0.2"}});
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error().find("our own address"), std::string::npos) << c.error();
 }
 
 TEST(Config, FileErrorsNameTheKey) {

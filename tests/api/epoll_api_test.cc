@@ -1,6 +1,8 @@
 // epoll readiness on UDP sockets: level- and edge-triggered, one-shot, and the errors of
 // epoll_ctl/epoll_wait. Every case holds on Linux and must hold on ustack.
 
+#include <array>
+#include <climits>
 #include <string>
 
 #include "api_test.h"
@@ -135,6 +137,69 @@ TEST(EpollApi, CtlAndWaitErrors) {
   EXPECT_ERRNO(ustack::epoll_wait(ep.fd(), out, 0, 0), EINVAL);
   EXPECT_ERRNO(ustack::epoll_wait(s.fd(), out, 1, 0), EINVAL);
   EXPECT_ERRNO(ustack::epoll_create1(12345), EINVAL);
+}
+
+TEST(EpollApi, WaitRejectsMoreEventsThanLinuxCanCount) {
+  Epoll ep;
+  // EP_MAX_EVENTS: INT_MAX / sizeof(epoll_event). The buffer is on the heap so that Linux's
+  // access_ok() of the largest valid size passes (nothing is ready, nothing is written).
+  const int max_events = static_cast<int>(INT_MAX / sizeof(epoll_event));
+  std::vector<epoll_event> out(1);
+  EXPECT_EQ(ustack::epoll_wait(ep.fd(), out.data(), max_events, 0), 0);
+  EXPECT_ERRNO(ustack::epoll_wait(ep.fd(), out.data(), max_events + 1, 0), EINVAL);
+  EXPECT_ERRNO(ustack::epoll_wait(ep.fd(), out.data(), INT_MAX, 0), EINVAL);
+}
+
+int add_epoll(int watcher, int watched) {
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  return ustack::epoll_ctl(watcher, EPOLL_CTL_ADD, watched, &ev);
+}
+
+TEST(EpollApi, NestingThatClosesACycleIsEloop) {
+  Epoll a, b, c;
+  ASSERT_EQ(add_epoll(a.fd(), b.fd()), 0);
+  ASSERT_EQ(add_epoll(b.fd(), c.fd()), 0);
+  EXPECT_ERRNO(add_epoll(c.fd(), a.fd()), ELOOP);
+  EXPECT_ERRNO(add_epoll(b.fd(), a.fd()), ELOOP);
+  EXPECT_EQ(add_epoll(a.fd(), c.fd()), 0);  // a second path down is no cycle
+  EXPECT_ERRNO(add_epoll(a.fd(), b.fd()), EEXIST);
+  // The nesting still works: c's socket makes c, then b, then a readable.
+  Pair p;
+  ASSERT_EQ(c.add(p.server.fd(), EPOLLIN), 0);
+  p.send();
+  auto ev = a.wait(1000);
+  EXPECT_EQ(ev.size(), 2u);  // b and c
+}
+
+// fs/eventpoll.c ep_loop_check() with EP_MAX_NESTS = 4: a chain of epoll instances watching each
+// other has at most 4 links, counted through the whole chain (above the watcher and below the
+// watched). Kernels before the 2025 fix ("eventpoll: Fix semi-unbounded recursion") only counted
+// the part below the watched instance, and allowed more.
+TEST(EpollApi, NestingDeeperThanFourLinksIsEloop) {
+  {
+    std::array<Epoll, 6> e;  // built bottom-up: e4 watches e5, then e3 watches e4, ...
+    for (int i = 4; i >= 1; --i) ASSERT_EQ(add_epoll(e[i].fd(), e[i + 1].fd()), 0) << i;
+    const int r = add_epoll(e[0].fd(), e[1].fd());  // a fifth link
+    if (r == 0 && g_backend == Backend::kKernel) GTEST_SKIP() << "this kernel predates the 2025 epoll nesting fix";
+    EXPECT_EQ(r, -1);
+    EXPECT_EQ(errno, ELOOP);
+  }
+  {
+    std::array<Epoll, 6> e;  // built top-down: e0 watches e1, then e1 watches e2, ...
+    for (int i = 0; i < 4; ++i) ASSERT_EQ(add_epoll(e[i].fd(), e[i + 1].fd()), 0) << i;
+    EXPECT_ERRNO(add_epoll(e[4].fd(), e[5].fd()), ELOOP);
+  }
+  {
+    std::array<Epoll, 6> e;  // two chains of one link joined in the middle: 3 links, then a 4th
+    ASSERT_EQ(add_epoll(e[0].fd(), e[1].fd()), 0);
+    ASSERT_EQ(add_epoll(e[2].fd(), e[3].fd()), 0);
+    ASSERT_EQ(add_epoll(e[1].fd(), e[2].fd()), 0);
+    ASSERT_EQ(add_epoll(e[3].fd(), e[4].fd()), 0);
+    EXPECT_ERRNO(add_epoll(e[4].fd(), e[5].fd()), ELOOP);
+    EXPECT_ERRNO(add_epoll(e[5].fd(), e[0].fd()), ELOOP);
+    EXPECT_EQ(add_epoll(e[5].fd(), e[1].fd()), 0);  // 1 + 3 links
+  }
 }
 
 TEST(EpollApi, WaitHonoursItsTimeout) {

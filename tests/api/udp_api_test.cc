@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -160,6 +161,120 @@ TEST(UdpApi, ReceiveTimeoutExpiresWithEagain) {
   auto waited = std::chrono::steady_clock::now() - start;
   EXPECT_GE(waited, std::chrono::milliseconds(90));
   EXPECT_LT(waited, std::chrono::seconds(2));
+}
+
+timeval get_timeout(int fd, int name) {
+  timeval tv{-7, -7};
+  socklen_t len = sizeof tv;
+  EXPECT_EQ(ustack::getsockopt(fd, SOL_SOCKET, name, &tv, &len), 0);
+  EXPECT_EQ(len, sizeof(timeval));
+  return tv;
+}
+
+int set_timeout(int fd, int name, time_t sec, suseconds_t usec) {
+  timeval tv{sec, usec};
+  return ustack::setsockopt(fd, SOL_SOCKET, name, &tv, sizeof tv);
+}
+
+// net/core/sock.c sock_set_timeout()/sock_get_timeout(). The values read back are whole multiples
+// of 10 ms so that they do not depend on the kernel's HZ (Linux rounds up to whole jiffies).
+TEST(UdpApi, ReceiveTimeoutValuesLikeLinux) {
+  Udp s;
+  s.bind_loopback();
+  for (int name : {SO_RCVTIMEO, SO_SNDTIMEO}) {
+    SCOPED_TRACE(name == SO_RCVTIMEO ? "SO_RCVTIMEO" : "SO_SNDTIMEO");
+    ASSERT_EQ(set_timeout(s.fd(), name, 2, 500000), 0);
+    timeval tv = get_timeout(s.fd(), name);
+    EXPECT_EQ(tv.tv_sec, 2);
+    EXPECT_EQ(tv.tv_usec, 500000);
+    // tv_usec outside [0, 1 s) is EDOM, whatever tv_sec says; the old value stays.
+    EXPECT_ERRNO(set_timeout(s.fd(), name, 0, 1000000), EDOM);
+    EXPECT_ERRNO(set_timeout(s.fd(), name, 0, -1), EDOM);
+    EXPECT_ERRNO(set_timeout(s.fd(), name, -5, -1), EDOM);
+    EXPECT_EQ(get_timeout(s.fd(), name).tv_sec, 2);
+    // Long but finite: read back as set.
+    ASSERT_EQ(set_timeout(s.fd(), name, 1000000000000, 0), 0);
+    EXPECT_EQ(get_timeout(s.fd(), name).tv_sec, 1000000000000);
+    // Beyond what the kernel can count: forever, read back as {0, 0}.
+    ASSERT_EQ(set_timeout(s.fd(), name, std::numeric_limits<time_t>::max(), 999999), 0);
+    tv = get_timeout(s.fd(), name);
+    EXPECT_EQ(tv.tv_sec, 0);
+    EXPECT_EQ(tv.tv_usec, 0);
+    // A negative tv_sec: timeout zero (do not wait), also read back as {0, 0}.
+    ASSERT_EQ(set_timeout(s.fd(), name, -1, 500000), 0);
+    tv = get_timeout(s.fd(), name);
+    EXPECT_EQ(tv.tv_sec, 0);
+    EXPECT_EQ(tv.tv_usec, 0);
+  }
+}
+
+TEST(UdpApi, NegativeReceiveTimeoutMeansDoNotWait) {
+  Udp s;
+  s.bind_loopback();
+  ASSERT_EQ(set_timeout(s.fd(), SO_RCVTIMEO, -1, 0), 0);
+  SignalTimer guard(std::chrono::milliseconds(500));  // ends the call if it blocks after all
+  const auto start = std::chrono::steady_clock::now();
+  char c;
+  EXPECT_ERRNO(ustack::recv(s.fd(), &c, 1, 0), EAGAIN);
+  EXPECT_LT(ms_since(start), 250);
+}
+
+TEST(UdpApi, HugeAndZeroReceiveTimeoutsBlockUntilASignal) {
+  Udp s;
+  s.bind_loopback();
+  char c;
+  // Huge: must not overflow into a timeout in the past (an immediate EAGAIN).
+  ASSERT_EQ(set_timeout(s.fd(), SO_RCVTIMEO, std::numeric_limits<time_t>::max(), 0), 0);
+  {
+    SignalTimer timer(std::chrono::milliseconds(150));
+    const auto start = std::chrono::steady_clock::now();
+    EXPECT_ERRNO(ustack::recv(s.fd(), &c, 1, 0), EINTR);
+    EXPECT_GE(ms_since(start), 140);
+  }
+  // {0, 0} after a short timeout: back to blocking for ever, not for the old 100 ms.
+  ASSERT_EQ(set_timeout(s.fd(), SO_RCVTIMEO, 0, 100000), 0);
+  ASSERT_EQ(set_timeout(s.fd(), SO_RCVTIMEO, 0, 0), 0);
+  {
+    SignalTimer timer(std::chrono::milliseconds(300));
+    const auto start = std::chrono::steady_clock::now();
+    EXPECT_ERRNO(ustack::recv(s.fd(), &c, 1, 0), EINTR);
+    EXPECT_GE(ms_since(start), 290);
+  }
+}
+
+TEST(UdpApi, MsgOobIsIgnoredOnReceiveAndRefusedOnSend) {
+  Udp server, client;
+  uint16_t port = server.bind_loopback();
+  ASSERT_EQ(client.send_to(port, "oob"), 3);
+  ASSERT_NE(wait_for(server.fd(), EPOLLIN), 0u);
+  char buf[16];
+  EXPECT_EQ(ustack::recv(server.fd(), buf, sizeof buf, MSG_OOB), 3);  // udp_recvmsg ignores it
+  EXPECT_EQ(std::string(buf, 3), "oob");
+  EXPECT_ERRNO(ustack::recv(server.fd(), buf, sizeof buf, MSG_OOB | MSG_DONTWAIT), EAGAIN);
+  EXPECT_ERRNO(client.send_to(port, "x", MSG_OOB), EOPNOTSUPP);  // udp_sendmsg refuses it
+}
+
+TEST(UdpApi, SendtoTakesAfUnspecForAfInet) {
+  Udp server, client;
+  uint16_t port = server.bind_loopback();
+  sockaddr_in dst = loopback(port);
+  dst.sin_family = AF_UNSPEC;
+  ASSERT_EQ(ustack::sendto(client.fd(), "unspec", 6, 0, sa(dst), sizeof dst), 6);
+  ASSERT_NE(wait_for(server.fd(), EPOLLIN), 0u);
+  EXPECT_EQ(recv_string(server.fd()), "unspec");
+  dst.sin_family = AF_UNIX;
+  EXPECT_ERRNO(ustack::sendto(client.fd(), "x", 1, 0, sa(dst), sizeof dst), EAFNOSUPPORT);
+  dst.sin_family = AF_UNSPEC;
+  EXPECT_ERRNO(ustack::sendto(client.fd(), "x", 1, 0, sa(dst), sizeof dst - 1), EINVAL);
+}
+
+TEST(UdpApi, SocketTypeOutOfRangeIsEinval) {
+  // __sys_socket_create/__sock_create: unknown flag bits or a type >= SOCK_MAX (11).
+  for (int type : {11, 15, -1, SOCK_DGRAM | 0x100, 11 | SOCK_NONBLOCK}) {
+    SCOPED_TRACE(type);
+    EXPECT_ERRNO(ustack::socket(AF_INET, type, 0), EINVAL);
+    EXPECT_ERRNO(ustack::socket(AF_INET6, type, 0), EINVAL);
+  }
 }
 
 TEST(UdpApi, ConnectedSocketLearnsPortUnreachableAsEconnrefused) {

@@ -456,27 +456,31 @@ void DpdkPort::capture(rte_mbuf* const* mbufs, uint16_t n, bool outbound) {
 }
 
 // Measured on net_tap in a netns (2-vCPU VM, 250 frames sent into the TAP from the kernel side
-// 10-30 ms apart, none lost): from the kernel-side sendto() to the frame out of rx_burst took a
-// median 52-85 us (p99 160-235 us) when the engine slept here, against 20-48 us (p99 120-200 us)
-// when it busy-polled: waking costs some 30-50 us. The TAP's fd is edge-triggered and stays in
-// the epoll set, so frames taken while polling leave an event behind: ~3% of waits (5-6 of ~170)
-// returned at once with nothing to receive. A timeout overshoots by ~0.1 ms.
-void DpdkPort::wait_rx(Duration max) {
-  if (max <= Duration::zero()) return;
-  if (!rx_intr_) {
-    Device::wait_rx(max);
-    return;
-  }
-  const int64_t ms = std::clamp<int64_t>(std::chrono::ceil<std::chrono::milliseconds>(max).count(), 1, INT_MAX);
+// 10-30 ms apart, none lost), when this slept in rte_epoll_wait(): from the kernel-side sendto()
+// to the frame out of rx_burst took a median 52-85 us (p99 160-235 us) when the engine slept here,
+// against 20-48 us (p99 120-200 us) when it busy-polled: waking costs some 30-50 us. The TAP's fd
+// is edge-triggered and stays in the epoll set, so frames taken while polling left an event
+// behind: ~3% of waits (5-6 of ~170) returned at once with nothing to receive. A timeout
+// overshot by ~0.1 ms.
+//
+// It now sleeps in ppoll() on that epoll set (an epoll fd polls readable while it has events),
+// through sleep_interruptibly(), for its atomic signal mask: rte_epoll_wait() restarts after
+// EINTR, and even rte_epoll_wait_interruptible() cannot tell a signal that lands as the timeout
+// ends. When the set is readable, rte_epoll_wait_interruptible() with no timeout then takes the
+// event the way DPDK expects (its status and callback).
+bool DpdkPort::wait_rx(Duration max) {
+  if (max <= Duration::zero()) return false;
+  if (!rx_intr_) return Device::wait_rx(max);
   // net_tap has no per-queue enable (ENOTSUP): its queue's fd stays in the epoll set, armed.
   const int enabled = rte_eth_dev_rx_intr_enable(port_id_, 0);
-  if (enabled != 0 && enabled != -ENOTSUP) {
-    Device::wait_rx(max);
-    return;
+  if (enabled != 0 && enabled != -ENOTSUP) return Device::wait_rx(max);
+  const SleepEnd end = sleep_interruptibly(max, epfd_);
+  if (end != SleepEnd::kTimedOut) {
+    rte_epoll_event event{};
+    rte_epoll_wait_interruptible(epfd_, &event, 1, 0);
   }
-  rte_epoll_event event{};
-  rte_epoll_wait(epfd_, &event, 1, static_cast<int>(ms));
   if (enabled == 0) rte_eth_dev_rx_intr_disable(port_id_, 0);
+  return end == SleepEnd::kSignal;
 }
 
 }  // namespace ustack::dev

@@ -67,11 +67,12 @@ class DpdkPort final : public Device {
   /// A fresh mbuf with RTE_PKTMBUF_HEADROOM of headroom, or an empty Packet (pool exhausted,
   /// counted in DevStats::tx_alloc_failed).
   Packet alloc_tx() override;
-  /// With RX interrupts: arms queue 0's interrupt and sleeps in epoll until a frame arrives or
-  /// `max` (rounded up to whole ms) passes. Call it only after rx_burst() returned fewer frames
-  /// than asked for (the queue is drained: the interrupt is edge-triggered). May return early.
-  /// Without RX interrupts: sleeps for `max`.
-  void wait_rx(Duration max) override;
+  /// With RX interrupts: arms queue 0's interrupt and sleeps on its epoll set until a frame
+  /// arrives or `max` passes. Call it only after rx_burst() returned fewer frames than asked for
+  /// (the queue is drained: the interrupt is edge-triggered). May return early. Without RX
+  /// interrupts: sleeps for `max`. Either way through sleep_interruptibly(), and returns true
+  /// when a signal handler ran meanwhile.
+  bool wait_rx(Duration max) override;
   void attach_stats(DevStats* stats) override { stats_ = stats; }
   std::string name() const override { return name_; }
 

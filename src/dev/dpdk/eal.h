@@ -19,6 +19,13 @@ class Eal {
   /// first guard is still alive. Share the one guard instead. A failed init() may be retried only
   /// when DPDK itself allows it (a bad argument does; most later failures do not).
   /// Not thread-safe against a concurrent init() of its own.
+  ///
+  /// Runtime directories: first removes stale ones, /var/run/dpdk/ustack-<pid> (the base as DPDK
+  /// picks it: $XDG_RUNTIME_DIR/dpdk or /tmp/dpdk when not root) whose process is gone, left by
+  /// ustack processes killed by a signal (they never ran ~Eal; 6 MB of tmpfs each). Only names
+  /// that are exactly ustack-<digits>, with no /proc/<pid>, no process holding their config
+  /// locked, and nothing in them but DPDK's own files. When rte_eal_init fails, removes this
+  /// process's own runtime directory (prefix ustack-<getpid()>) on the same terms.
   static Result<std::unique_ptr<Eal>, std::string> init(std::vector<std::string> args);
 
   /// rte_eal_cleanup. Precondition: every DpdkPort (and every Packet from one) is gone.
