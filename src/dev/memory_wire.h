@@ -59,6 +59,9 @@ class MemoryPort final : public Device {
   std::vector<Packet> take_sent();
   /// Every frame this end transmits is shown to `observer` first (captures in tests).
   void set_observer(std::function<void(std::span<const uint8_t>)> observer) { observer_ = std::move(observer); }
+  /// Makes the port report its buffers as scarce (tests of the stack's copy-out path).
+  void set_buffers_scarce(bool scarce) { scarce_ = scarce; }
+  bool buffers_scarce() const override { return scarce_; }
   size_t rx_pending() const { return rx_.size(); }
   /// The earliest time a queued frame becomes receivable, or Instant::max().
   Instant next_arrival() const;
@@ -79,6 +82,7 @@ class MemoryPort final : public Device {
   std::deque<InFlight> rx_;  // sorted by (at, order)
   uint64_t next_order_ = 0;
   std::vector<Packet> sent_;
+  bool scarce_ = false;
   std::function<void(std::span<const uint8_t>)> observer_;
 };
 

@@ -1086,3 +1086,37 @@ TEST_F(StackTest, ReceiveBufferChargesTheWholeBufferNotThePayload) {
 
 }  // namespace
 }  // namespace ustack
+
+namespace ustack {
+namespace {
+
+TEST_F(StackTest, ScarceDeviceBuffersAreCopiedOutOfSocketQueues) {
+  resolve();
+  udp::UdpSocket& s = bound_socket(Ipv4Addr::any(), 6000);
+  struct CountingPool : PacketPool {
+    int released = 0;
+    void release(void* handle) override {
+      ++released;
+      delete[] static_cast<uint8_t*>(handle);
+    }
+  } pool;
+  const Bytes frame = test::eth_frame(kOurMac, kPeerMac, kEthIpv4, udp_in(kPeerIp, 40000, kOurIp, 6000, text("keep me")));
+  auto inject_pooled = [&] {
+    auto* buffer = new uint8_t[2048];
+    std::copy(frame.begin(), frame.end(), buffer);
+    port_.inject(Packet(buffer, 2048, 0, static_cast<uint32_t>(frame.size()), buffer, &pool));
+    poll();
+  };
+  inject_pooled();  // plenty of buffers: the queue holds the device buffer itself (no copy)
+  EXPECT_EQ(pool.released, 0);
+  port_.set_buffers_scarce(true);
+  inject_pooled();  // scarce: the payload is copied and the device buffer goes back at once
+  EXPECT_EQ(pool.released, 1);
+  EXPECT_EQ(stats().udp.rx_copied_under_pressure, 1u);
+  expect_received(s, text("keep me"), {kPeerIp, 40000});
+  expect_received(s, text("keep me"), {kPeerIp, 40000});
+  EXPECT_EQ(pool.released, 2);
+}
+
+}  // namespace
+}  // namespace ustack

@@ -483,4 +483,9 @@ bool DpdkPort::wait_rx(Duration max) {
   return end == SleepEnd::kSignal;
 }
 
+bool DpdkPort::buffers_scarce() const {
+  // rte_mempool_avail_count walks the per-lcore caches: cheap, but the stack asks once per burst.
+  return pool_ && rte_mempool_avail_count(pool_) * 4 < pool_->size;
+}
+
 }  // namespace ustack::dev

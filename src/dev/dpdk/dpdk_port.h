@@ -74,6 +74,7 @@ class DpdkPort final : public Device {
   /// when a signal handler ran meanwhile.
   bool wait_rx(Duration max) override;
   void attach_stats(DevStats* stats) override { stats_ = stats; }
+  bool buffers_scarce() const override;
   std::string name() const override { return name_; }
 
   /// Stops and closes the port (the PMD gives back the mbufs it holds), closes the capture, and
