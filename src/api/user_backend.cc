@@ -158,7 +158,15 @@ int UserBackend::bind(int fd, const sockaddr* addr, socklen_t len) {
   auto* f = file_as<UdpFile>(fd, ENOTSOCK);
   if (!f) return -1;
   udp::Endpoint ep;
-  if (int err = decode_inet(addr, len, &ep)) return fail(err);
+  if (addr && len >= static_cast<socklen_t>(sizeof(sockaddr_in)) && addr->sa_family == AF_UNSPEC) {
+    // Linux (inet_bind): AF_UNSPEC passes for AF_INET, for compatibility, with INADDR_ANY only.
+    sockaddr_in sin;
+    std::memcpy(&sin, addr, sizeof sin);
+    if (sin.sin_addr.s_addr != htonl(INADDR_ANY)) return fail(EAFNOSUPPORT);
+    ep = udp::Endpoint{Ipv4Addr::any(), ntohs(sin.sin_port)};
+  } else if (int err = decode_inet(addr, len, &ep)) {
+    return fail(err);
+  }
   if (int err = engine_->stack().udp().bind(f->socket, ep)) return fail(err);
   return 0;
 }

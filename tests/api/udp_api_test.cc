@@ -80,6 +80,18 @@ TEST(UdpApi, BindErrors) {
   EXPECT_ERRNO(ustack::bind(c.fd(), sa(wrong_family), sizeof wrong_family), EAFNOSUPPORT);
 }
 
+TEST(UdpApi, BindTakesAfUnspecOnlyWithTheWildcardAddress) {
+  Udp a, b;
+  sockaddr_in any{};
+  any.sin_family = AF_UNSPEC;
+  any.sin_addr.s_addr = htonl(INADDR_ANY);
+  EXPECT_EQ(ustack::bind(a.fd(), sa(any), sizeof any), 0);
+  EXPECT_NE(a.local_port(), 0);
+  sockaddr_in lo = loopback(0);
+  lo.sin_family = AF_UNSPEC;
+  EXPECT_ERRNO(ustack::bind(b.fd(), sa(lo), sizeof lo), EAFNOSUPPORT);
+}
+
 TEST(UdpApi, ReuseAddrLetsTwoSocketsShareAPort) {
   Udp a, b;
   int one = 1;
