@@ -69,9 +69,11 @@ void Stack::start(Instant now) {
 
 size_t Stack::poll(Instant now) {
   timers_.expire(now);
-  buffers_scarce_ = device_.buffers_scarce();  // once per burst: asking the pool is not free
   std::array<Packet, kBurst> burst;
   const size_t n = device_.rx_burst(burst);
+  // Asking the pool walks its per-core caches: once per burst, and only when there is a burst
+  // (an idle engine polls in a tight loop).
+  if (n > 0 || !loopback_.empty()) buffers_scarce_ = device_.buffers_scarce();
   for (size_t i = 0; i < n; ++i) receive_frame(now, std::move(burst[i]));
   const size_t looped = drain_loopback(now);
   flush();

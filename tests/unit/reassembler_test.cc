@@ -141,17 +141,9 @@ TEST_F(ReassemblerTest, TooManyPiecesDropTheDatagram) {
 
 TEST_F(ReassemblerTest, FragmentsAreHeldAsCopiesNotDeviceBuffers) {
   // A fragment in a pool buffer (an mbuf) is copied: the buffer goes back to its pool at once.
-  struct CountingPool : PacketPool {
-    int released = 0;
-    void release(void* handle) override {
-      ++released;
-      delete[] static_cast<uint8_t*>(handle);
-    }
-  } pool;
+  test::CountingPool pool;
   Fragment f = fragment_of(payload_, 0, 1480, true);
-  auto* buffer = new uint8_t[2048];
-  std::copy(f.bytes.begin(), f.bytes.end(), buffer);
-  Packet pooled(buffer, 2048, 0, static_cast<uint32_t>(f.bytes.size()), buffer, &pool);
+  Packet pooled = pool.packet(f.bytes);
   auto header = ip::Ipv4Repr::parse(pooled.bytes());
   ASSERT_TRUE(header.ok());
   EXPECT_FALSE(reasm_->add(now(), *header, std::move(pooled)));

@@ -1093,18 +1093,10 @@ namespace {
 TEST_F(StackTest, ScarceDeviceBuffersAreCopiedOutOfSocketQueues) {
   resolve();
   udp::UdpSocket& s = bound_socket(Ipv4Addr::any(), 6000);
-  struct CountingPool : PacketPool {
-    int released = 0;
-    void release(void* handle) override {
-      ++released;
-      delete[] static_cast<uint8_t*>(handle);
-    }
-  } pool;
+  test::CountingPool pool;
   const Bytes frame = test::eth_frame(kOurMac, kPeerMac, kEthIpv4, udp_in(kPeerIp, 40000, kOurIp, 6000, text("keep me")));
   auto inject_pooled = [&] {
-    auto* buffer = new uint8_t[2048];
-    std::copy(frame.begin(), frame.end(), buffer);
-    port_.inject(Packet(buffer, 2048, 0, static_cast<uint32_t>(frame.size()), buffer, &pool));
+    port_.inject(pool.packet(frame));
     poll();
   };
   inject_pooled();  // plenty of buffers: the queue holds the device buffer itself (no copy)

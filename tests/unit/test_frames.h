@@ -18,6 +18,7 @@
 
 #include "base/checksum.h"
 #include "base/ipv4_addr.h"
+#include "base/packet.h"
 #include "eth/arp_packet.h"
 #include "eth/frame.h"
 #include "ip/icmp_message.h"
@@ -257,5 +258,21 @@ inline std::optional<Bytes> reassemble(const std::vector<ParsedFrame>& fragments
   }
   return whole;
 }
+
+/// Stands in for a device's buffer pool (a DPDK mempool): counts the buffers given back, so a
+/// test sees whether a layer let a device buffer go or kept it.
+struct CountingPool : PacketPool {
+  int released = 0;
+  void release(void* handle) override {
+    ++released;
+    delete[] static_cast<uint8_t*>(handle);
+  }
+  /// `bytes` in a 2048-byte buffer of this pool, as a device would receive them.
+  Packet packet(std::span<const uint8_t> bytes) {
+    auto* buffer = new uint8_t[2048];
+    std::copy(bytes.begin(), bytes.end(), buffer);
+    return Packet(buffer, 2048, 0, static_cast<uint32_t>(bytes.size()), buffer, this);
+  }
+};
 
 }  // namespace ustack::test
