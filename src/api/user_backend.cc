@@ -11,92 +11,17 @@
 #include <cstring>
 #include <limits>
 
+#include "api/socket_util.h"
 #include "ustack/socket.h"
 
 namespace ustack::api {
-namespace {
-
-int fail(int err) {
-  errno = err;
-  return -1;
-}
-
-// Decodes a caller's sockaddr the way Linux's inet code does: too short is EINVAL, another
-// family EAFNOSUPPORT. `unspec_ok`: AF_UNSPEC counts as AF_INET (udp_sendmsg's compatibility rule).
-int decode_inet(const sockaddr* addr, socklen_t len, udp::Endpoint* out, bool unspec_ok = false) {
-  if (!addr || len < static_cast<socklen_t>(sizeof(sockaddr_in))) return EINVAL;
-  sockaddr_in sin;
-  std::memcpy(&sin, addr, sizeof sin);
-  if (sin.sin_family != AF_INET && !(unspec_ok && sin.sin_family == AF_UNSPEC)) return EAFNOSUPPORT;
-  *out = udp::Endpoint{Ipv4Addr(ntohl(sin.sin_addr.s_addr)), ntohs(sin.sin_port)};
-  return 0;
-}
-
-// Writes an address back, truncated to the caller's buffer; *len becomes the full size.
-void encode_inet(udp::Endpoint ep, sockaddr* addr, socklen_t* len) {
-  if (!addr || !len) return;
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_port = htons(ep.port);
-  sin.sin_addr.s_addr = htonl(ep.addr.value());
-  std::memcpy(addr, &sin, std::min<size_t>(*len, sizeof sin));
-  *len = sizeof sin;
-}
-
-Instant deadline_after(Instant now, int timeout_ms) {
-  if (timeout_ms < 0) return Instant::max();
-  return now + std::chrono::milliseconds(timeout_ms);
-}
-
-template <typename T>
-int get_option(void* val, socklen_t* len, T value) {
-  if (!val || !len) return fail(EFAULT);
-  if (static_cast<int>(*len) < 0) return fail(EINVAL);
-  std::memcpy(val, &value, std::min<size_t>(*len, sizeof value));
-  *len = static_cast<socklen_t>(std::min<size_t>(*len, sizeof value));
-  return 0;
-}
-
-// Linux keeps socket timeouts in jiffies and takes a tv_sec of LONG_MAX / HZ - 1 or more as
-// "forever" (sock_set_timeout). HZ is the kernel's CONFIG_HZ; 250 is Debian's. Below that bound
-// Linux rounds the microseconds up to whole jiffies (so {0, 1} reads back as {0, 4000} at
-// HZ=250); we keep and read back the microseconds exactly.
-constexpr time_t kLinuxHz = 250;
-constexpr time_t kForeverSeconds = std::numeric_limits<long>::max() / kLinuxHz - 1;
-
-// setsockopt(SO_RCVTIMEO/SO_SNDTIMEO) like Linux's sock_set_timeout: tv_usec outside [0, 1e6) is
-// EDOM; a negative tv_sec means "do not wait" (timeout 0, read back as {0, 0}); {0, 0} and
-// anything from kForeverSeconds on mean "forever" (also read back as {0, 0}).
-int parse_timeout(const timeval& tv, SocketTimeout* out) {
-  if (tv.tv_usec < 0 || tv.tv_usec >= 1000000) return EDOM;
-  if (tv.tv_sec < 0) {
-    *out = SocketTimeout{false, timeval{0, 0}};
-  } else if ((tv.tv_sec == 0 && tv.tv_usec == 0) || tv.tv_sec >= kForeverSeconds) {
-    *out = SocketTimeout{};
-  } else {
-    *out = SocketTimeout{false, tv};
-  }
-  return 0;
-}
-
-timeval timeout_timeval(const SocketTimeout& t) { return t.forever ? timeval{0, 0} : t.tv; }
-
-// When a wait of `t` begun at `now` ends; Instant::max() for forever and for timeouts too long
-// for the clock (some 292 years of nanoseconds), never an overflow.
-Instant timeout_deadline(Instant now, const SocketTimeout& t) {
-  constexpr int64_t kMaxSeconds = std::numeric_limits<int64_t>::max() / 1'000'000'000 - 1;
-  if (t.forever || t.tv.tv_sec >= kMaxSeconds) return Instant::max();
-  return now + (std::chrono::seconds(t.tv.tv_sec) + std::chrono::microseconds(t.tv.tv_usec));  // saturates
-}
-
-}  // namespace
 
 UserBackend::UserBackend(std::unique_ptr<Engine> engine) : engine_(std::move(engine)) {}
 
 UserBackend::~UserBackend() {
   // Sockets first (they unbind from the stack), then epoll instances, then the engine.
   for (auto& f : files_) {
-    if (dynamic_cast<UdpFile*>(f.get())) f.reset();
+    if (dynamic_cast<UdpFile*>(f.get()) || dynamic_cast<TcpFile*>(f.get())) f.reset();
   }
   files_.clear();
   engine_->stack().flush();
@@ -145,7 +70,13 @@ int UserBackend::socket(int domain, int type, int protocol) {
   if (domain != AF_INET) return fail(EAFNOSUPPORT);
   const int flags = type & (SOCK_NONBLOCK | SOCK_CLOEXEC);
   const int kind = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
-  if (kind == SOCK_STREAM) return fail(EPROTONOSUPPORT);
+  if (kind == SOCK_STREAM) {
+    if (protocol != 0 && protocol != IPPROTO_TCP) return fail(EPROTONOSUPPORT);
+    auto f = std::make_shared<TcpFile>(*engine_, tcp::SocketOptions::defaults(engine_->stack().config().tcp));
+    f->nonblocking = flags & SOCK_NONBLOCK;
+    f->cloexec = flags & SOCK_CLOEXEC;
+    return install(std::move(f));
+  }
   if (kind != SOCK_DGRAM) return fail(ESOCKTNOSUPPORT);
   if (protocol != 0 && protocol != IPPROTO_UDP) return fail(EPROTONOSUPPORT);
   auto f = std::make_shared<UdpFile>(engine_->stack());
@@ -155,6 +86,7 @@ int UserBackend::socket(int domain, int type, int protocol) {
 }
 
 int UserBackend::bind(int fd, const sockaddr* addr, socklen_t len) {
+  if (auto* t = dynamic_cast<TcpFile*>(file(fd))) return tcp_bind(*t, addr, len);
   auto* f = file_as<UdpFile>(fd, ENOTSOCK);
   if (!f) return -1;
   udp::Endpoint ep;
@@ -172,6 +104,7 @@ int UserBackend::bind(int fd, const sockaddr* addr, socklen_t len) {
 }
 
 int UserBackend::connect(int fd, const sockaddr* addr, socklen_t len) {
+  if (auto* t = dynamic_cast<TcpFile*>(file(fd))) return tcp_connect(*t, addr, len);
   auto* f = file_as<UdpFile>(fd, ENOTSOCK);
   if (!f) return -1;
   if (addr && len >= static_cast<socklen_t>(sizeof(sa_family_t)) && addr->sa_family == AF_UNSPEC) {
@@ -184,18 +117,21 @@ int UserBackend::connect(int fd, const sockaddr* addr, socklen_t len) {
   return 0;
 }
 
-int UserBackend::listen(int fd, int) {
+int UserBackend::listen(int fd, int backlog) {
+  if (auto* t = dynamic_cast<TcpFile*>(file(fd))) return tcp_listen(*t, backlog);
   if (!file_as<UdpFile>(fd, ENOTSOCK)) return -1;
   return fail(EOPNOTSUPP);  // a datagram socket does not listen
 }
 
-int UserBackend::accept4(int fd, sockaddr*, socklen_t*, int) {
+int UserBackend::accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
+  if (auto* t = dynamic_cast<TcpFile*>(file(fd))) return tcp_accept(*t, addr, len, flags);
   if (!file_as<UdpFile>(fd, ENOTSOCK)) return -1;
   return fail(EOPNOTSUPP);
 }
 
 ssize_t UserBackend::sendto(int fd, const void* buf, size_t len, int flags, const sockaddr* dest,
                             socklen_t dest_len) {
+  if (auto* t = dynamic_cast<TcpFile*>(file(fd))) return tcp_send(*t, buf, len, flags);
   auto* f = file_as<UdpFile>(fd, ENOTSOCK);
   if (!f) return -1;
   if (flags & MSG_OOB) return fail(EOPNOTSUPP);
@@ -220,6 +156,7 @@ ssize_t UserBackend::sendto(int fd, const void* buf, size_t len, int flags, cons
 }
 
 ssize_t UserBackend::recvfrom(int fd, void* buf, size_t len, int flags, sockaddr* src, socklen_t* src_len) {
+  if (auto* t = dynamic_cast<TcpFile*>(file(fd))) return tcp_recv(*t, buf, len, flags, src, src_len);
   auto* f = file_as<UdpFile>(fd, ENOTSOCK);
   if (!f) return -1;
   // MSG_OOB: udp_recvmsg does not look at it; the call is an ordinary receive, as on Linux.
@@ -263,6 +200,7 @@ int UserBackend::close(int fd) {
 }
 
 int UserBackend::shutdown(int fd, int how) {
+  if (auto* t = dynamic_cast<TcpFile*>(file(fd))) return tcp_shutdown(*t, how);
   auto* f = file_as<UdpFile>(fd, ENOTSOCK);
   if (!f) return -1;
   if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) return fail(EINVAL);
@@ -276,6 +214,7 @@ int UserBackend::shutdown(int fd, int how) {
 }
 
 int UserBackend::setsockopt(int fd, int level, int name, const void* val, socklen_t len) {
+  if (auto* t = dynamic_cast<TcpFile*>(file(fd))) return tcp_setsockopt(*t, level, name, val, len);
   auto* f = file_as<UdpFile>(fd, ENOTSOCK);
   if (!f) return -1;
   udp::UdpSocket& s = f->socket;
@@ -309,6 +248,7 @@ int UserBackend::setsockopt(int fd, int level, int name, const void* val, sockle
 }
 
 int UserBackend::getsockopt(int fd, int level, int name, void* val, socklen_t* len) {
+  if (auto* t = dynamic_cast<TcpFile*>(file(fd))) return tcp_getsockopt(*t, level, name, val, len);
   auto* f = file_as<UdpFile>(fd, ENOTSOCK);
   if (!f) return -1;
   udp::UdpSocket& s = f->socket;
@@ -332,6 +272,7 @@ int UserBackend::getsockopt(int fd, int level, int name, void* val, socklen_t* l
 }
 
 int UserBackend::getsockname(int fd, sockaddr* addr, socklen_t* len) {
+  if (auto* t = dynamic_cast<TcpFile*>(file(fd))) return tcp_getsockname(*t, addr, len);
   auto* f = file_as<UdpFile>(fd, ENOTSOCK);
   if (!f) return -1;
   if (!addr || !len) return fail(EFAULT);
@@ -340,6 +281,7 @@ int UserBackend::getsockname(int fd, sockaddr* addr, socklen_t* len) {
 }
 
 int UserBackend::getpeername(int fd, sockaddr* addr, socklen_t* len) {
+  if (auto* t = dynamic_cast<TcpFile*>(file(fd))) return tcp_getpeername(*t, addr, len);
   auto* f = file_as<UdpFile>(fd, ENOTSOCK);
   if (!f) return -1;
   if (!f->socket.remote) return fail(ENOTCONN);

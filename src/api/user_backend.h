@@ -14,6 +14,8 @@
 
 #include "api/engine.h"
 #include "api/user_epoll.h"
+#include "tcp/tcp_connection.h"
+#include "tcp/tcp_listener.h"
 #include "udp/udp_socket.h"
 
 namespace ustack::api {
@@ -48,6 +50,36 @@ class UdpFile final : public OpenFile {
 
  private:
   Stack& stack_;
+};
+
+/// A TCP socket through its life: fresh (maybe bound), listening, or one connection.
+class TcpFile final : public OpenFile, public Waitable, private tcp::ReadinessObserver {
+ public:
+  TcpFile(Engine& engine, const tcp::SocketOptions& defaults) : engine_(engine), options(defaults) {}
+  /// An accepted connection.
+  TcpFile(Engine& engine, std::shared_ptr<tcp::TcpConnection> c);
+  ~TcpFile() override;
+  Waitable& waitable() override { return *this; }
+  uint32_t poll_events() const override;
+  /// Points the connection's readiness at this socket.
+  void attach(std::shared_ptr<tcp::TcpConnection> c);
+  /// setsockopt() changed `options`: hand them to the listener or connection.
+  void options_changed();
+  tcp::ReadinessObserver* observer() { return this; }
+  /// Readiness changed without the connection or listener saying so (the listener went).
+  void changed(uint32_t events) { notify(events); }
+
+  tcp::SocketOptions options;
+  tcp::PortBinding binding;  // bind() or listen() (a connection holds its own)
+  std::unique_ptr<tcp::TcpListener> listener;
+  std::shared_ptr<tcp::TcpConnection> conn;
+  bool connecting = false;   // connect() began and has not reported its outcome (SS_CONNECTING)
+  SocketTimeout recv_timeout;
+  SocketTimeout send_timeout;
+
+ private:
+  void readiness_changed(uint32_t events) override { notify(events); }
+  Engine& engine_;
 };
 
 class EpollFile final : public OpenFile {
@@ -87,6 +119,18 @@ class UserBackend {
 
  private:
   OpenFile* file(int fd);
+  // TCP (user_tcp.cc).
+  int tcp_bind(TcpFile& f, const sockaddr* addr, socklen_t len);
+  int tcp_connect(TcpFile& f, const sockaddr* addr, socklen_t len);
+  int tcp_listen(TcpFile& f, int backlog);
+  int tcp_accept(TcpFile& f, sockaddr* addr, socklen_t* len, int flags);
+  ssize_t tcp_send(TcpFile& f, const void* buf, size_t len, int flags);
+  ssize_t tcp_recv(TcpFile& f, void* buf, size_t len, int flags, sockaddr* src, socklen_t* src_len);
+  int tcp_shutdown(TcpFile& f, int how);
+  int tcp_setsockopt(TcpFile& f, int level, int name, const void* val, socklen_t len);
+  int tcp_getsockopt(TcpFile& f, int level, int name, void* val, socklen_t* len);
+  int tcp_getsockname(TcpFile& f, sockaddr* addr, socklen_t* len);
+  int tcp_getpeername(TcpFile& f, sockaddr* addr, socklen_t* len);
   template <typename T>
   T* file_as(int fd, int wrong_type_errno);
   int install(std::shared_ptr<OpenFile> f);

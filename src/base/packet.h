@@ -17,6 +17,17 @@ class PacketPool {
  public:
   virtual ~PacketPool() = default;
   virtual void release(void* handle) = 0;
+  /// Takes one more reference on `handle` (release() drops one). False when the pool cannot share
+  /// buffers; Packet::share() then copies.
+  virtual bool add_ref(void* handle) {
+    (void)handle;
+    return false;
+  }
+  /// True while more than one reference holds `handle` (a device may still be reading it).
+  virtual bool shared(void* handle) const {
+    (void)handle;
+    return false;
+  }
 };
 
 /// What the device verified on receive (hardware checksum offload).
@@ -46,6 +57,14 @@ class Packet {
   static Packet heap(size_t capacity, size_t headroom);
   /// A heap copy of `bytes` with `headroom` bytes free in front.
   static Packet copy_of(std::span<const uint8_t> bytes, size_t headroom = 0);
+
+  /// A second handle on the same buffer and the same view, without copying the bytes (a
+  /// reference count); a copy when the buffer's pool cannot share. The retransmission queue keeps
+  /// a sent segment's payload this way while the device transmits it. Whoever writes into a
+  /// buffer (a header in its headroom) must first check that it is not shared().
+  Packet share() const;
+  /// True while another handle (share()) or a device still holds this buffer.
+  bool shared() const;
 
   Packet(Packet&& other) noexcept { *this = std::move(other); }
   Packet& operator=(Packet&& other) noexcept {
@@ -124,7 +143,7 @@ class Packet {
   uint32_t offset_ = 0;
   uint32_t length_ = 0;
   void* handle_ = nullptr;
-  PacketPool* pool_ = nullptr;  // nullptr: handle_ came from the heap (operator new[])
+  PacketPool* pool_ = nullptr;  // nullptr: handle_ is a HeapBlock (operator new[])
 };
 
 }  // namespace ustack

@@ -53,6 +53,15 @@ class Counter {
   X(rx_datagrams) X(rx_malformed) X(rx_bad_checksum) X(rx_no_port) X(rx_queue_full) X(rx_delivered) X(rx_copied_under_pressure) \
   X(tx_datagrams) X(tx_errors)
 
+#define USTACK_TCP_COUNTERS(X)                                                                     \
+  X(rx_segments) X(rx_malformed) X(rx_bad_checksum) X(rx_bad_option) X(rx_no_socket) X(tx_segments) \
+  X(tx_resets) X(rx_resets) X(active_opens) X(passive_opens) X(established) X(retransmits)         \
+  X(fast_retransmits) X(rto_timeouts) X(syn_retransmits) X(timeouts) X(keepalive_timeouts)        \
+  X(listen_syn_dropped) X(listen_ack_dropped) X(challenge_acks) X(challenge_acks_limited)           \
+  X(paws_rejected) X(out_of_window) X(ooo_segments) X(ooo_dropped) X(rx_copied_small)             \
+  X(tx_payload_copied) X(zero_window_probes) X(time_wait_evicted) X(delayed_acks) X(aborts_on_close) \
+  X(rx_after_close)
+
 #define USTACK_DECLARE_COUNTER(name) Counter name;
 #define USTACK_VISIT_COUNTER(name) fn(std::string_view(#name), name.get());
 
@@ -69,6 +78,7 @@ USTACK_COUNTER_GROUP(ArpStats, USTACK_ARP_COUNTERS)
 USTACK_COUNTER_GROUP(Ipv4Stats, USTACK_IPV4_COUNTERS)
 USTACK_COUNTER_GROUP(IcmpStats, USTACK_ICMP_COUNTERS)
 USTACK_COUNTER_GROUP(UdpStats, USTACK_UDP_COUNTERS)
+USTACK_COUNTER_GROUP(TcpStats, USTACK_TCP_COUNTERS)
 
 /// Every counter of one engine, grouped by layer.
 struct StackStats {
@@ -78,6 +88,7 @@ struct StackStats {
   Ipv4Stats ipv4;
   IcmpStats icmp;
   UdpStats udp;
+  TcpStats tcp;
 
   /// Calls fn(layer, name, value) for every counter, in a stable order.
   template <typename Fn>
@@ -88,6 +99,7 @@ struct StackStats {
     ipv4.for_each([&](std::string_view n, uint64_t v) { fn("ipv4", n, v); });
     icmp.for_each([&](std::string_view n, uint64_t v) { fn("icmp", n, v); });
     udp.for_each([&](std::string_view n, uint64_t v) { fn("udp", n, v); });
+    tcp.for_each([&](std::string_view n, uint64_t v) { fn("tcp", n, v); });
   }
 };
 

@@ -26,6 +26,10 @@ size_t MemoryPort::rx_burst(std::span<Packet> out) {
 size_t MemoryPort::tx_burst(std::span<Packet> pkts) {
   for (Packet& p : pkts) {
     if (observer_) observer_(p.bytes());
+    // A NIC reads a frame out of a buffer the sender still references (a TCP segment the
+    // retransmission queue keeps); the far end must get bytes of its own, which corruption may
+    // flip and which the sender may overwrite with the next header.
+    if (p.shared()) p = Packet::copy_of(p.bytes(), 0);
     if (wire_) {
       wire_->carry(*this, std::move(p));
     } else {

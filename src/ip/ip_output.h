@@ -19,6 +19,7 @@ struct Route {
   bool loopback = false;   ///< delivered inside the stack, never reaches the device
   bool broadcast = false;
   bool udp_checksum_offload = false;  ///< the device will finish UDP checksums
+  bool tcp_checksum_offload = false;  ///< the device will finish TCP checksums
 };
 
 class IpOutput {

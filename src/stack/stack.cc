@@ -48,6 +48,7 @@ Stack::Stack(const StackConfig& config, dev::Device& device)
       reassembler_(config.reassembly, timers_, stats_.ipv4, *this),
       icmp_limiter_(config.icmp_errors_per_s, config.icmp_error_burst),
       udp_(config.udp, stats_.udp, rng_, *this, *this),
+      tcp_(config.tcp, stats_.tcp, timers_, rng_, *this, *this),
       next_ident_(static_cast<uint16_t>(rng_.next())) {
   device_.attach_stats(&stats_.dev);
 }
@@ -77,6 +78,7 @@ size_t Stack::poll(Instant now) {
   for (size_t i = 0; i < n; ++i) receive_frame(now, std::move(burst[i]));
   const size_t looped = drain_loopback(now);
   flush();
+  tcp_.reap();
   return n + looped;
 }
 
@@ -214,8 +216,9 @@ void Stack::ipv4_input(Instant now, Packet packet, bool from_loopback) {
                         static_cast<uint8_t>(ip::UnreachableCode::kPort));
       }
       return;
-    case ip::Protocol::kTcp:  // not served by this stack yet: the peer hears it at once
-      break;
+    case ip::Protocol::kTcp:
+      tcp_.receive(now, *ip, packet, buffers_scarce_);
+      return;
   }
   ++stats_.ipv4.rx_unknown_protocol;
   send_icmp_error(now, packet, ip::IcmpType::kDestUnreachable,
@@ -253,10 +256,10 @@ void Stack::icmp_input(Instant now, const ip::Ipv4Repr& ip, Packet& packet) {
     }
     case ip::IcmpType::kDestUnreachable:
       ++stats_.icmp.rx_dest_unreachable;
-      icmp_error_input(*icmp);
+      icmp_error_input(now, *icmp);
       return;
     case ip::IcmpType::kTimeExceeded:
-      icmp_error_input(*icmp);
+      icmp_error_input(now, *icmp);
       return;
     case ip::IcmpType::kEchoReply:
       break;
@@ -264,18 +267,26 @@ void Stack::icmp_input(Instant now, const ip::Ipv4Repr& ip, Packet& packet) {
   ++stats_.icmp.rx_other;
 }
 
-void Stack::icmp_error_input(const ip::IcmpRepr& icmp) {
+void Stack::icmp_error_input(Instant now, const ip::IcmpRepr& icmp) {
   // The quoted datagram: its IP header and at least 8 bytes of its transport header (RFC 792).
   std::span<const uint8_t> quoted = icmp.data;
   if (quoted.size() < ip::Ipv4Packet::kMinHeaderLen || (quoted[0] >> 4) != 4) return;
   const size_t ihl = size_t{quoted[0] & 0x0fu} * 4;
   if (ihl < ip::Ipv4Packet::kMinHeaderLen || quoted.size() < ihl + 8) return;
-  if (quoted[9] != static_cast<uint8_t>(ip::Protocol::kUdp)) return;
+  const uint8_t protocol = quoted[9];
+  if (protocol != static_cast<uint8_t>(ip::Protocol::kUdp) && protocol != static_cast<uint8_t>(ip::Protocol::kTcp)) return;
   if (icmp.type != static_cast<uint8_t>(ip::IcmpType::kDestUnreachable) || icmp.code >= std::size(kUnreachable)) {
     return;  // Time Exceeded is a soft error in Linux: not reported without IP_RECVERR
   }
   const UnreachableErrno e = kUnreachable[icmp.code];
   if (!e.fatal) return;
+  if (protocol == static_cast<uint8_t>(ip::Protocol::kTcp)) {
+    const uint8_t* th = quoted.data() + ihl;
+    const tcp::FourTuple tuple{Ipv4Addr::load(quoted.data() + 12), load_be16(th), Ipv4Addr::load(quoted.data() + 16),
+                               load_be16(th + 2)};
+    tcp_.icmp_error(now, tuple, tcp::SeqNum(load_be32(th + 4)), e.err);
+    return;
+  }
   const udp::Endpoint local{Ipv4Addr::load(quoted.data() + 12), load_be16(quoted.data() + ihl)};
   const udp::Endpoint remote{Ipv4Addr::load(quoted.data() + 16), load_be16(quoted.data() + ihl + 2)};
   if (udp_.deliver_error(local, remote, e.err)) ++stats_.icmp.errors_delivered;
@@ -326,6 +337,7 @@ Result<ip::Route, int> Stack::route(Ipv4Addr dst) {
   r.src = address();
   r.mtu = mtu_;
   r.udp_checksum_offload = device_.caps().tx_udp_checksum;
+  r.tcp_checksum_offload = device_.caps().tx_tcp_checksum;
   if (dst.is_unspecified()) dst = r.dst = kLoopbackSource;  // Linux: 0.0.0.0 means this host
   if (dst.is_loopback() || dst == address()) {
     r.loopback = true;
@@ -333,6 +345,7 @@ Result<ip::Route, int> Stack::route(Ipv4Addr dst) {
     r.next_hop = dst;
     r.mtu = kLoopbackMtu;
     r.udp_checksum_offload = false;
+    r.tcp_checksum_offload = false;
     return r;
   }
   if (dst.is_broadcast() || dst == config_.address.subnet_broadcast()) {

@@ -1,5 +1,5 @@
 #pragma once
-// One engine's protocol stack: Ethernet/ARP → IPv4/ICMP → UDP over one Device. Sans-IO in the
+// One engine's protocol stack: Ethernet/ARP → IPv4/ICMP → UDP and TCP over one Device. Sans-IO in the
 // sense that matters: it reads no clock (every call takes `now`) and touches the world only
 // through the Device interface, so the same code runs over DPDK and over the in-memory wire.
 
@@ -20,6 +20,7 @@
 #include "ip/ip_output.h"
 #include "ip/reassembler.h"
 #include "stack/stack_config.h"
+#include "tcp/tcp_layer.h"
 #include "udp/udp_layer.h"
 
 namespace ustack {
@@ -52,6 +53,7 @@ class Stack final : private eth::ArpActions,
   Instant next_wakeup() const;
 
   udp::UdpLayer& udp() { return udp_; }
+  tcp::TcpLayer& tcp() { return tcp_; }
   const StackStats& stats() const { return stats_; }
   StackStats& stats() { return stats_; }
   const StackConfig& config() const { return config_; }
@@ -67,7 +69,7 @@ class Stack final : private eth::ArpActions,
   void arp_input(Instant now, std::span<const uint8_t> payload);
   void ipv4_input(Instant now, Packet packet, bool from_loopback);
   void icmp_input(Instant now, const ip::Ipv4Repr& ip, Packet& packet);
-  void icmp_error_input(const ip::IcmpRepr& icmp);
+  void icmp_error_input(Instant now, const ip::IcmpRepr& icmp);
   // Transmit path.
   void send_icmp_error(Instant now, const Packet& offending, ip::IcmpType type, uint8_t code);
   void link_output(Instant now, const ip::Route& route, Packet packet);
@@ -99,6 +101,7 @@ class Stack final : private eth::ArpActions,
   ip::Reassembler reassembler_;
   ip::IcmpRateLimiter icmp_limiter_;
   udp::UdpLayer udp_;
+  tcp::TcpLayer tcp_;
   uint16_t next_ident_;
   std::array<Packet, kBurst> tx_batch_;
   size_t tx_count_ = 0;

@@ -8,6 +8,7 @@
 #include "base/ipv4_addr.h"
 #include "eth/arp_cache.h"
 #include "ip/reassembler.h"
+#include "tcp/tcp_config.h"
 #include "udp/udp_layer.h"
 
 namespace ustack {
@@ -25,6 +26,7 @@ struct StackConfig {
   eth::ArpConfig arp;
   ip::ReassemblyConfig reassembly;
   udp::UdpConfig udp;
+  tcp::TcpConfig tcp;
 };
 
 }  // namespace ustack

@@ -447,17 +447,5 @@ TEST(UdpApi, UdpSocketCannotListenOrAccept) {
   EXPECT_ERRNO(ustack::accept(s.fd(), nullptr, nullptr), EOPNOTSUPP);
 }
 
-TEST(UdpApi, TcpSocketsAreRefusedClearlyOnUstackUntilTcpLands) {
-  int fd = ustack::socket(AF_INET, SOCK_STREAM, 0);
-  if (g_backend == Backend::kKernel) {
-    EXPECT_GE(fd, 0);
-    ustack::close(fd);
-    return;
-  }
-  EXPECT_EQ(fd, -1);
-  EXPECT_EQ(errno, EPROTONOSUPPORT);
-  EXPECT_NE(std::string(ustack::last_error()).find("TCP"), std::string::npos);
-}
-
 }  // namespace
 }  // namespace ustack::apitest

@@ -1,27 +1,38 @@
 #!/usr/bin/env bash
 # The packet tier: Scapy sends crafted frames to a target on a link and checks every reply.
 #
-#   tests/packet/run.sh kernel|ustack [BUILD_DIR]      (as root; BUILD_DIR default: $USTACK_BUILD,
-#                                                      else /work/main/build)
+#   tests/packet/run.sh kernel|ustack [BUILD_DIR] [--tcp]   (as root; BUILD_DIR default:
+#                                                           $USTACK_BUILD, else /work/main/build)
 #
-# ustack: one namespace; udp-echo --stack ustack runs in it on net_tap, so the TAP ust0 appears
-#         there; the namespace's kernel side of ust0 (198.18.0.1/24) is the prober, ustack is
-#         198.18.0.2.
+# Two suites, one app each (ustack takes one process per TAP, so they cannot share a run):
+#   default: ARP, ICMP and UDP (test_packets.py) against udp-echo;
+#   --tcp:   TCP (test_tcp_packets.py) against epoll-server, a TCP echo server.
+# ustack: one namespace; the app runs in it with --stack ustack on net_tap, so the TAP ust0
+#         appears there; the namespace's kernel side of ust0 (198.18.0.1/24) is the prober,
+#         ustack is 198.18.0.2.
 # kernel: the oracle: two namespaces joined by a veth pair; the host under test (198.18.0.2/24)
-#         runs udp-echo --stack kernel (the same app), the prober has 198.18.0.1/24 on its end,
-#         also named ust0, so the Python test is the same for both.
+#         runs the app with --stack kernel (the same app), the prober has 198.18.0.1/24 on its
+#         end, also named ust0, so the Python test is the same for both.
 # Everything (namespaces, links, the app, temp files) is removed on exit, also on failure. The
 # host's own interfaces are never touched: every link is made inside a namespace of this run.
 # Exit status: 0 all cases pass, 1 a failure, 77 cannot run here (not root, no Scapy): SKIP.
 #
 # Environment: USTACK_BUILD (build dir), USTACK_EAL (extra EAL arguments for ustack),
-# USTACK_PACKET_ARGS (more arguments for test_packets.py: -v prints every reply frame,
+# USTACK_PACKET_ARGS (more arguments for the test program: -v prints every reply frame,
 # --only CASE runs one case, --seed N repeats a run), USTACK_PACKET_VERBOSE=1 (print the app's
 # output, with ustack's counters, also when everything passes).
 set -euo pipefail
 
 TARGET=${1:-}
-BUILD=${2:-${USTACK_BUILD:-/work/main/build}}
+BUILD=${USTACK_BUILD:-/work/main/build}
+SUITE=udp
+for arg in "${@:2}"; do
+  case "$arg" in
+    --tcp) SUITE=tcp ;;
+    -*) echo "usage: $0 kernel|ustack [BUILD_DIR] [--tcp]" >&2; exit 2 ;;
+    *) BUILD=$arg ;;
+  esac
+done
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PY=/usr/bin/python3            # Debian's python3, the one with python3-scapy
 PORT=7777
@@ -33,7 +44,7 @@ TARGET_MAC=""
 
 case "$TARGET" in
   kernel | ustack) ;;
-  *) echo "usage: $0 kernel|ustack [BUILD_DIR]" >&2; exit 2 ;;
+  *) echo "usage: $0 kernel|ustack [BUILD_DIR] [--tcp]" >&2; exit 2 ;;
 esac
 # Exit status 77 is SKIP for meson test: this tier cannot run here at all. scripts/test installs
 # everything this needs and sets USTACK_REQUIRE_ALL_TIERS=1, so there a missing piece is a failure.
@@ -44,7 +55,15 @@ if ! "$PY" -c 'import scapy.all' 2>/dev/null; then echo "run.sh: SKIP: $PY has n
 for tool in ip nft ethtool; do
   command -v "$tool" >/dev/null || { echo "run.sh: SKIP: $tool not found" >&2; exit $SKIP; }
 done
-APP="$BUILD/udp-echo"
+if [[ "$SUITE" == tcp ]]; then
+  APP_NAME=epoll-server
+  TEST_PY=test_tcp_packets.py
+  SUITE_ARGS_TAG=" --tcp"
+else
+  APP_NAME=udp-echo
+  TEST_PY=test_packets.py
+fi
+APP="$BUILD/$APP_NAME"
 if [[ ! -x "$APP" ]]; then echo "run.sh: $APP not found (build first, or pass the build dir)" >&2; exit 1; fi
 
 RUN_ID="$$-$RANDOM"
@@ -55,7 +74,7 @@ TEST_PID=""
 TMP=$(mktemp -d /tmp/ustk-pkt.XXXXXX)
 APP_LOG="$TMP/app.log"
 
-log() { echo "run.sh[$TARGET]: $*" >&2; }
+log() { echo "run.sh[$TARGET${SUITE_ARGS_TAG:-}]: $*" >&2; }
 
 # Stops the app by its own PID: SIGTERM, then SIGKILL after 5 s. Sets APP_STATUS.
 APP_STATUS=""
@@ -67,7 +86,7 @@ stop_app() {
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     if kill -0 "$pid" 2>/dev/null; then
-      log "udp-echo (pid $pid) ignored SIGTERM for 5 s: SIGKILL"
+      log "$APP_NAME (pid $pid) ignored SIGTERM for 5 s: SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
     fi
   fi
@@ -86,7 +105,7 @@ cleanup() {
   fi
   stop_app
   if [[ -s "$APP_LOG" && ( $rc -ne 0 || -n "${USTACK_PACKET_VERBOSE:-}" ) ]]; then
-    log "udp-echo output:"
+    log "$APP_NAME output:"
     sed 's/^/    /' "$APP_LOG" >&2
   fi
   for ns in "$PROBER_NS" "$HOST_NS"; do
@@ -113,20 +132,20 @@ make_ns() {
 wait_serving() {
   local timeout=$1 i
   for ((i = 0; i < timeout * 10; i++)); do
-    if grep -q "udp-echo: serving" "$APP_LOG" 2>/dev/null; then return 0; fi
-    if ! kill -0 "$APP_PID" 2>/dev/null; then log "udp-echo exited before serving"; return 1; fi
+    if grep -q "$APP_NAME: serving" "$APP_LOG" 2>/dev/null; then return 0; fi
+    if ! kill -0 "$APP_PID" 2>/dev/null; then log "$APP_NAME exited before serving"; return 1; fi
     sleep 0.1
   done
-  log "udp-echo did not say it is serving within ${timeout}s"
+  log "$APP_NAME did not say it is serving within ${timeout}s"
   return 1
 }
 
-# APP_PID must be udp-echo itself (ip netns exec and env exec it), not a shell around it: it is the
+# APP_PID must be the app itself (ip netns exec and env exec it), not a shell around it: it is the
 # process that is signalled at the end and whose telemetry socket is read.
 check_app_pid() {
   local exe
   exe=$(readlink "/proc/$APP_PID/exe" 2>/dev/null || true)
-  if [[ "$exe" != */udp-echo ]]; then log "pid $APP_PID is '$exe', not udp-echo"; return 1; fi
+  if [[ "$exe" != */"$APP_NAME" ]]; then log "pid $APP_PID is '$exe', not $APP_NAME"; return 1; fi
 }
 
 make_ns "$PROBER_NS"
@@ -148,6 +167,8 @@ if [[ "$TARGET" == ustack ]]; then
   ip -n "$PROBER_NS" addr add "$PROBER_IP/$PREFIX" dev ust0
   ip -n "$PROBER_NS" link set ust0 up
   COUNTERS="$PY $HERE/../../scripts/ustack-stats $APP_PID"
+  # ustack's MTU: USTACK_MTU, else the device's (the TAP's).
+  MTU=${USTACK_MTU:-$(ip -n "$PROBER_NS" -o link show ust0 | sed -n 's/.* mtu \([0-9]*\).*/\1/p')}
 else
   HOST_NS="$PROBER_NS-h"
   make_ns "$HOST_NS"
@@ -156,8 +177,10 @@ else
   ip -n "$HOST_NS" addr add "$TARGET_IP/$PREFIX" dev ust0h
   ip -n "$HOST_NS" link set ust0h up
   # veth hands its peer UDP/ICMP with the checksum left to "offload" (CHECKSUM_PARTIAL); a packet
-  # socket on the prober's end would see it unfilled. A real wire carries it filled in.
-  in_ns "$HOST_NS" ethtool -K ust0h tx off >/dev/null
+  # socket on the prober's end would see it unfilled. A real wire carries it filled in. Likewise
+  # TCP: segmented by the host (no TSO/GSO super-frames across the veth), so the prober sees the
+  # segments a wire would carry.
+  in_ns "$HOST_NS" ethtool -K ust0h tx off tso off gso off >/dev/null
   TARGET_MAC=$(mac_of "$HOST_NS" ust0h)
   ip -n "$PROBER_NS" addr add "$PROBER_IP/$PREFIX" dev ust0
   ip -n "$PROBER_NS" link set ust0 up
@@ -166,33 +189,40 @@ else
   wait_serving 10
   check_app_pid
   COUNTERS="$PY $HERE/kernel_counters.py $HOST_NS"
+  MTU=$(ip -n "$HOST_NS" -o link show ust0h | sed -n 's/.* mtu \([0-9]*\).*/\1/p')
 fi
 
 # The prober's own kernel sees the replies too: the UDP echoes arrive at ports where nothing
-# listens, and it would answer each with an ICMP port unreachable. Keep it quiet (Scapy's own
-# frames go out through a packet socket, which this hook does not see).
+# listens, and it would answer each with an ICMP port unreachable; the target's TCP segments
+# belong to connections Scapy owns and the kernel knows nothing of, and it would answer each with
+# a RST that tears the connection down. Keep it quiet (Scapy's own frames, RSTs included, go out
+# through a packet socket, which this hook does not see). Only in this run's prober namespace.
 in_ns "$PROBER_NS" nft -f - <<'EOF'
 table inet ustk_packet {
   chain output {
     type filter hook output priority 0; policy accept;
     icmp type destination-unreachable drop
+    tcp flags & rst == rst drop
   }
 }
 EOF
 
-log "prober netns $PROBER_NS${HOST_NS:+, host netns $HOST_NS}, udp-echo pid $APP_PID, target MAC $TARGET_MAC"
+log "prober netns $PROBER_NS${HOST_NS:+, host netns $HOST_NS}, $APP_NAME pid $APP_PID, target MAC $TARGET_MAC, MTU $MTU"
+SUITE_ARGS=()
+[[ "$SUITE" == tcp ]] && SUITE_ARGS=(--mtu "$MTU")
 rc=0
 # In the background, waited for: a signal to this script then runs the traps at once (not after
 # the test), and cleanup stops the test too (timeout passes the SIGTERM on to python).
-ip netns exec "$PROBER_NS" timeout 120 "$PY" "$HERE/test_packets.py" --iface ust0 --target-ip "$TARGET_IP" \
-  --port "$PORT" --counters "$COUNTERS" --names "$TARGET" --target-mac "$TARGET_MAC" ${USTACK_PACKET_ARGS:-} &
+ip netns exec "$PROBER_NS" timeout 120 "$PY" "$HERE/$TEST_PY" --iface ust0 --target-ip "$TARGET_IP" \
+  --port "$PORT" --counters "$COUNTERS" --names "$TARGET" --target-mac "$TARGET_MAC" "${SUITE_ARGS[@]}" \
+  ${USTACK_PACKET_ARGS:-} &
 TEST_PID=$!
 wait "$TEST_PID" || rc=$?
 TEST_PID=""
 
 # The target must still be alive after all that, and exit cleanly when asked.
 if ! kill -0 "$APP_PID" 2>/dev/null; then
-  log "FAIL: udp-echo is no longer running after the tests"
+  log "FAIL: $APP_NAME is no longer running after the tests"
   rc=1
 elif [[ "$TARGET" == ustack ]]; then
   # An idle engine naps instead of spinning a core (it spins 200 us after the last frame, then
@@ -210,17 +240,24 @@ elif [[ "$TARGET" == ustack ]]; then
 fi
 stop_app
 if [[ "$APP_STATUS" != 0 ]]; then
-  log "FAIL: udp-echo exited with status $APP_STATUS on SIGTERM (want 0)"
+  log "FAIL: $APP_NAME exited with status $APP_STATUS on SIGTERM (want 0)"
   rc=1
 fi
 if [[ "$TARGET" == ustack ]]; then
   # USTACK_PCAP: every frame both ways, readable by tcpdump.
   capture=$(tcpdump -nr "$TMP/capture.pcapng" 2>/dev/null || true)
-  if grep -q "ARP, Reply $TARGET_IP is-at" <<<"$capture" && grep -q "ICMP echo request" <<<"$capture" &&
-    grep -q "ICMP echo reply" <<<"$capture"; then
+  if [[ "$SUITE" == tcp ]]; then
+    want="a SYN and ustack's SYN/ACK"
+    grep -q "> $TARGET_IP.$PORT: Flags \[S\]," <<<"$capture" && grep -q " $TARGET_IP.$PORT > .*Flags \[S\.\]," <<<"$capture"
+  else
+    want="the ARP reply or the echo request/reply"
+    grep -q "ARP, Reply $TARGET_IP is-at" <<<"$capture" && grep -q "ICMP echo request" <<<"$capture" &&
+      grep -q "ICMP echo reply" <<<"$capture"
+  fi && found=1 || found=0
+  if ((found)); then
     log "PASS USTACK_PCAP capture: $(wc -l <<<"$capture") frames readable by tcpdump"
   else
-    log "FAIL: USTACK_PCAP capture lacks the ARP reply or the echo request/reply (tcpdump -r read $(wc -l <<<"$capture") lines)"
+    log "FAIL: USTACK_PCAP capture lacks $want (tcpdump -r read $(wc -l <<<"$capture") lines)"
     rc=1
   fi
 fi

@@ -80,6 +80,17 @@ bool verified(uint64_t flags, uint64_t mask, uint64_t good, uint64_t none) {
 
 void DpdkPort::MbufBridge::release(void* handle) { rte_pktmbuf_free(static_cast<rte_mbuf*>(handle)); }
 
+// The retransmission queue keeps a reference on each sent mbuf; the PMD drops its own reference
+// (rte_pktmbuf_free) once the frame is on the wire.
+bool DpdkPort::MbufBridge::add_ref(void* handle) {
+  rte_mbuf_refcnt_update(static_cast<rte_mbuf*>(handle), 1);
+  return true;
+}
+
+bool DpdkPort::MbufBridge::shared(void* handle) const {
+  return rte_mbuf_refcnt_read(static_cast<rte_mbuf*>(handle)) > 1;
+}
+
 DpdkPort::MbufBridge& DpdkPort::bridge() {
   static MbufBridge bridge;  // stateless: an mbuf knows its pool
   return bridge;

@@ -96,6 +96,8 @@ class DpdkPort final : public Device {
   class MbufBridge final : public PacketPool {
    public:
     void release(void* handle) override;
+    bool add_ref(void* handle) override;
+    bool shared(void* handle) const override;
   };
 
   DpdkPort() = default;

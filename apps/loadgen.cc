@@ -1,0 +1,595 @@
+// loadgen: a TCP load generator for echo servers (epoll-server, or any echo service) that checks
+// every byte that comes back. One thread, one level-triggered epoll loop, non-blocking sockets
+// and connects; the same source on the kernel stack and on ustack (--stack).
+//
+//   rr    C connections opened up front; each sends a B-byte request and reads its B-byte echo
+//         before sending the next. Latency: first byte sent to last byte of the echo read.
+//   cps   each request is a connection of its own: connect, send B bytes, read them back, close;
+//         C such exchanges in flight. Latency: connect() to the last byte of the echo read.
+//   bulk  C connections each send B-byte blocks back to back (up to --window bytes and 4096
+//         blocks not yet echoed) while reading the echo; a request is one block. Latency as for
+//         rr, so it includes the time a block waits behind the others in the socket buffers.
+//
+// Byte k of connection i's stream is a pseudo-random function of (i, k), so an echo with bytes
+// lost, duplicated, corrupted, reordered or crossed with another connection's is caught.
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "app_common.h"
+#include "tcp_common.h"
+
+namespace {
+
+constexpr const char* kProgram = "loadgen";
+using Clock = std::chrono::steady_clock;
+constexpr size_t kSendChunk = 64 * 1024;  // bytes generated per send
+constexpr size_t kRecvChunk = 256 * 1024;  // bytes read and checked per recv
+constexpr int kReadsPerEvent = 8;      // then let other connections have a turn
+constexpr int kBulkRoundsPerPump = 16;  // sends of new blocks per connection per event, likewise
+constexpr size_t kMaxBlocksInFlight = 4096;  // bulk: unechoed blocks per connection (their start times are kept)
+constexpr int kMaxErrorsShown = 10;    // errors described on stderr; all are counted
+
+// ---- the payload ----
+
+uint64_t mix64(uint64_t z) {  // SplitMix64's finalizer: a bijection that scatters every input bit
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+uint64_t stream_key(uint64_t stream) { return mix64(stream + 0x5ca1ab1e); }
+
+// Bytes 8w..8w+7 of the stream with this key.
+uint64_t stream_word(uint64_t key, uint64_t w) { return mix64(key + (w + 1) * 0x9e3779b97f4a7c15ULL); }
+
+/// Writes bytes [offset, offset + len) of the stream with key `key`.
+void fill_stream(uint64_t key, uint64_t offset, char* out, size_t len) {
+  uint64_t w = offset / 8;
+  if (size_t skip = offset % 8; skip != 0 && len > 0) {  // the end of a word
+    uint64_t word = stream_word(key, w++);
+    char bytes[8];
+    std::memcpy(bytes, &word, 8);
+    size_t n = std::min(len, 8 - skip);
+    std::memcpy(out, bytes + skip, n);
+    out += n;
+    len -= n;
+  }
+  for (; len >= 8; ++w, out += 8, len -= 8) {  // whole words
+    uint64_t word = stream_word(key, w);
+    std::memcpy(out, &word, 8);
+  }
+  if (len > 0) {  // the start of a word
+    uint64_t word = stream_word(key, w);
+    std::memcpy(out, &word, len);
+  }
+}
+
+// ---- latencies ----
+
+/// Latencies in nanoseconds, log-linear: exact below 256 ns, then 128 buckets per power of two,
+/// so a reported percentile is within 0.4 % of a recorded value. 7,424 counters however long the
+/// run.
+class Histogram {
+ public:
+  void record(uint64_t ns) {
+    ++counts_[index(ns)];
+    ++count_;
+    sum_ += static_cast<double>(ns);
+    max_ = std::max(max_, ns);
+  }
+  uint64_t count() const { return count_; }
+  double mean_ns() const { return count_ ? sum_ / static_cast<double>(count_) : 0; }
+  double max_ns() const { return static_cast<double>(max_); }
+  /// The q-quantile (0 < q <= 1): the middle of the bucket holding the ceil(q * count)-th value.
+  double quantile_ns(double q) const {
+    if (count_ == 0) return 0;
+    auto rank = std::max<uint64_t>(1, static_cast<uint64_t>(std::ceil(q * static_cast<double>(count_))));
+    uint64_t seen = 0;
+    for (size_t i = 0; i < counts_.size(); ++i) {
+      seen += counts_[i];
+      if (seen >= rank) return std::min(middle(i), static_cast<double>(max_));
+    }
+    return static_cast<double>(max_);
+  }
+
+ private:
+  static constexpr int kLinear = 256;  // values below this have a bucket each
+  static constexpr int kSub = 128;     // buckets per power of two above it
+  static size_t index(uint64_t v) {
+    if (v < kLinear) return v;
+    int shift = std::bit_width(v) - 8;  // v >> shift is in [128, 256)
+    return kLinear + static_cast<size_t>(shift - 1) * kSub + ((v >> shift) - kSub);
+  }
+  static double middle(size_t i) {
+    if (i < kLinear) return static_cast<double>(i);
+    size_t shift = (i - kLinear) / kSub + 1;
+    double low = std::ldexp(static_cast<double>((i - kLinear) % kSub + kSub), static_cast<int>(shift));
+    return low + (std::ldexp(1.0, static_cast<int>(shift)) - 1) / 2;
+  }
+
+  std::vector<uint64_t> counts_ = std::vector<uint64_t>(kLinear + 56 * kSub);
+  uint64_t count_ = 0;
+  double sum_ = 0;
+  uint64_t max_ = 0;
+};
+
+// ---- the run ----
+
+enum class Mode { kRr, kCps, kBulk };
+
+struct Options {
+  std::string host = "198.18.0.2";
+  uint16_t port = 7777;
+  std::string mode = "rr";
+  uint32_t connections = 1;
+  uint64_t size = 64;
+  uint64_t requests = 0;  // 0: run for `duration`
+  double duration = 0;
+  bool json = false;
+  double timeout = 10;
+  uint64_t window = 4 << 20;
+  uint64_t max_errors = 100;
+};
+
+enum ErrorKind { kConnectError, kReset, kEarlyEof, kMismatch, kStall, kOtherError, kErrorKinds };
+constexpr const char* kErrorNames[kErrorKinds] = {"connect", "reset", "early_eof", "mismatch", "stall", "other"};
+
+struct Conn {
+  int fd = -1;
+  uint64_t id = 0;   // stream number: connection number (rr, bulk) or request number (cps)
+  uint64_t key = 0;  // stream_key(id)
+  bool connected = false;
+  Clock::time_point connect_start{};
+  uint64_t issued = 0;    // bytes of the requests issued: what is to be sent
+  uint64_t sent = 0;      // bytes the socket took
+  uint64_t received = 0;  // bytes echoed back and found right
+  uint64_t done = 0;      // requests completed
+  std::deque<Clock::time_point> starts;  // start of each request issued and not completed, oldest first
+  uint32_t watching = 0;                 // the events epoll watches now
+  bool blocked = false;                  // the socket was full: no send until EPOLLOUT
+};
+
+class Loadgen {
+ public:
+  Loadgen(const Options& o, Mode mode, const sockaddr_in& server, int ep)
+      : o_(o), mode_(mode), server_(server), ep_(ep), send_buf_(kSendChunk), recv_buf_(kRecvChunk), expect_buf_(kRecvChunk) {}
+
+  void run();
+  /// Prints the summary (and the JSON line); returns the exit status.
+  int report(const std::string& stack);
+
+ private:
+  bool can_issue() const {
+    if (stopping_ || !measuring_) return false;
+    return o_.requests ? issued_ < o_.requests : now_ < deadline_;
+  }
+  void start_measuring();
+  void open_conn(uint64_t id);
+  void handle(uint64_t tag, uint32_t events);
+  void on_connected(uint64_t tag, Conn& c);
+  bool read_some(uint64_t tag, Conn& c);
+  bool pump(uint64_t tag, Conn& c);
+  bool flush(uint64_t tag, Conn& c);
+  void issue(Conn& c, Clock::time_point now);
+  bool watch(uint64_t tag, Conn& c);
+  void fail(uint64_t tag, Conn& c, ErrorKind kind, const std::string& what);
+  void error(ErrorKind kind, const std::string& what);
+  void close_conn(uint64_t tag, Conn& c);
+
+  const Options& o_;
+  Mode mode_;
+  sockaddr_in server_;
+  int ep_;
+  std::vector<char> send_buf_, recv_buf_, expect_buf_;
+  app::Slab<Conn> conns_;
+  Histogram latency_;
+
+  Clock::time_point now_{};            // refreshed after every epoll_wait
+  Clock::time_point start_{}, end_{};  // the measured stretch
+  Clock::time_point deadline_{};       // --duration's end
+  Clock::time_point last_progress_{};  // a connection established or echo bytes received
+  bool measuring_ = false;
+  bool stopping_ = false;
+  bool interrupted_ = false;
+  uint64_t next_id_ = 0;
+  uint64_t connecting_ = 0;  // connections not yet established
+  uint64_t issued_ = 0;      // requests issued (cps: connections opened)
+  uint64_t in_flight_ = 0;   // issued, neither completed nor lost
+  uint64_t completed_ = 0;
+  uint64_t errors_ = 0;
+  uint64_t error_counts_[kErrorKinds] = {};
+};
+
+void Loadgen::run() {
+  now_ = Clock::now();
+  last_progress_ = now_;
+  if (mode_ == Mode::kCps) {
+    start_measuring();
+  } else {
+    for (uint32_t i = 0; i < o_.connections && !stopping_; ++i) open_conn(next_id_++);
+  }
+  std::vector<epoll_event> events(256);
+  for (;;) {
+    now_ = Clock::now();
+    if (app::g_stop) {
+      interrupted_ = true;
+      break;
+    }
+    if (!measuring_ && connecting_ == 0) start_measuring();  // rr, bulk: every connect has resolved
+    if (measuring_ && !o_.requests && now_ >= deadline_) break;
+    if (mode_ == Mode::kCps) {
+      while (conns_.size() < o_.connections && can_issue()) {
+        ++issued_;
+        open_conn(next_id_++);
+      }
+    }
+    if (o_.max_errors && errors_ >= o_.max_errors) {
+      std::fprintf(stderr, "%s: stopping after %llu errors (--max-errors)\n", kProgram,
+                   static_cast<unsigned long long>(errors_));
+      break;
+    }
+    if (measuring_ && in_flight_ == 0 && !can_issue()) break;           // every request answered
+    if (conns_.size() == 0 && (mode_ != Mode::kCps || !can_issue())) break;  // every connection lost
+    auto idle = now_ - last_progress_;
+    auto limit = std::chrono::duration<double>(o_.timeout);
+    if (idle >= limit) {
+      error(kStall, "no progress for " + std::to_string(o_.timeout) + " s with " + std::to_string(in_flight_) +
+                        " requests in flight on " + std::to_string(conns_.size()) + " connections; giving up");
+      break;
+    }
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(limit - idle) + std::chrono::milliseconds(1);
+    if (measuring_ && !o_.requests) {
+      wait = std::min(wait, std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - now_) +
+                                std::chrono::milliseconds(1));
+    }
+    wait = std::min<std::chrono::milliseconds>(wait, std::chrono::milliseconds(100));  // to notice signals
+    int n = ustack::epoll_wait(ep_, events.data(), static_cast<int>(events.size()), static_cast<int>(wait.count()));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      error(kOtherError, std::string("epoll_wait: ") + std::strerror(errno));
+      break;
+    }
+    now_ = Clock::now();
+    for (int i = 0; i < n; ++i) handle(events[i].data.u64, events[i].events);
+  }
+  end_ = measuring_ ? (o_.requests && in_flight_ == 0 && completed_ ? end_ : Clock::now()) : Clock::now();
+  stopping_ = true;
+  conns_.for_each([&](uint64_t tag, Conn& c) { close_conn(tag, c); });  // in-flight requests are abandoned
+}
+
+void Loadgen::start_measuring() {
+  measuring_ = true;
+  start_ = Clock::now();
+  end_ = start_;
+  now_ = start_;
+  deadline_ = start_ + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o_.duration));
+  conns_.for_each([&](uint64_t tag, Conn& c) { pump(tag, c); });
+}
+
+void Loadgen::open_conn(uint64_t id) {
+  int fd = ustack::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    error(errno == EMFILE || errno == ENFILE ? kOtherError : kConnectError,
+          "socket: " + app::socket_failure(errno));
+    return;
+  }
+  app::set_nodelay(kProgram, fd);
+  Conn c;
+  c.fd = fd;
+  c.id = id;
+  c.key = stream_key(id);
+  c.connect_start = Clock::now();
+  if (ustack::connect(fd, reinterpret_cast<const sockaddr*>(&server_), sizeof server_) == 0) {
+    c.connected = true;
+  } else if (errno != EINPROGRESS) {
+    int err = errno;
+    ustack::close(fd);
+    error(kConnectError, "connect to " + app::format_addr(server_) + ": " + std::strerror(err));
+    return;
+  }
+  if (!c.connected) ++connecting_;
+  if (mode_ == Mode::kCps) {  // the request's clock starts at connect()
+    c.starts.push_back(c.connect_start);
+    c.issued = o_.size;
+    ++in_flight_;
+  }
+  bool connected = c.connected;
+  uint64_t tag = conns_.insert(std::move(c));
+  Conn& conn = *conns_.find(tag);
+  conn.watching = connected ? EPOLLIN | EPOLLRDHUP : EPOLLOUT;
+  epoll_event ev{};
+  ev.events = conn.watching;
+  ev.data.u64 = tag;
+  if (ustack::epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    return fail(tag, conn, kOtherError, std::string("epoll_ctl: ") + std::strerror(errno));
+  }
+  if (connected) on_connected(tag, conn);
+}
+
+void Loadgen::handle(uint64_t tag, uint32_t events) {
+  Conn* c = conns_.find(tag);
+  if (c == nullptr) return;  // closed earlier in this batch
+  if (!c->connected) {
+    if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
+    if (int err = app::socket_error(c->fd)) {
+      return fail(tag, *c, kConnectError, "connect to " + app::format_addr(server_) + ": " + std::strerror(err));
+    }
+    --connecting_;
+    c->connected = true;
+    return on_connected(tag, *c);
+  }
+  if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && !read_some(tag, *c)) return;
+  if (events & EPOLLOUT) c->blocked = false;
+  pump(tag, *c);
+}
+
+void Loadgen::on_connected(uint64_t tag, Conn& c) {
+  last_progress_ = Clock::now();
+  pump(tag, c);
+}
+
+// Reads and checks what has come back, completing requests. False if the connection is gone.
+bool Loadgen::read_some(uint64_t tag, Conn& c) {
+  for (int i = 0; i < kReadsPerEvent; ++i) {
+    ssize_t n = ustack::recv(c.fd, recv_buf_.data(), recv_buf_.size(), 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+      int err = errno;
+      fail(tag, c, err == ECONNRESET || err == EPIPE ? kReset : kOtherError, std::string("recv: ") + std::strerror(err));
+      return false;
+    }
+    if (n == 0) {
+      if (!c.starts.empty() || c.received < c.sent || can_issue()) {
+        fail(tag, c, kEarlyEof,
+             "the server closed the connection after " + std::to_string(c.received) + " of " +
+                 std::to_string(c.issued) + " bytes");
+      } else {
+        close_conn(tag, c);  // nothing more was wanted from it
+      }
+      return false;
+    }
+    auto len = static_cast<size_t>(n);
+    if (c.received + len > c.sent) {
+      fail(tag, c, kMismatch,
+           "received " + std::to_string(c.received + len) + " bytes, more than the " + std::to_string(c.sent) + " sent");
+      return false;
+    }
+    fill_stream(c.key, c.received, expect_buf_.data(), len);
+    if (std::memcmp(recv_buf_.data(), expect_buf_.data(), len) != 0) {
+      size_t k = 0;
+      while (recv_buf_[k] == expect_buf_[k]) ++k;
+      char what[160];
+      std::snprintf(what, sizeof what, "byte %llu of the echo is 0x%02x, expected 0x%02x",
+                    static_cast<unsigned long long>(c.received + k), static_cast<unsigned char>(recv_buf_[k]),
+                    static_cast<unsigned char>(expect_buf_[k]));
+      fail(tag, c, kMismatch, what);
+      return false;
+    }
+    c.received += len;
+    auto now = Clock::now();
+    last_progress_ = now;
+    while (!c.starts.empty() && c.received >= (c.done + 1) * o_.size) {
+      latency_.record(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(now - c.starts.front()).count()));
+      c.starts.pop_front();
+      ++c.done;
+      --in_flight_;
+      ++completed_;
+      end_ = now;
+    }
+    if (mode_ == Mode::kCps && c.done == 1) {
+      close_conn(tag, c);
+      return false;
+    }
+  }
+  return true;
+}
+
+// Issues what the mode allows, sends it and watches what is needed. False if the connection is gone.
+bool Loadgen::pump(uint64_t tag, Conn& c) {
+  if (!c.connected) return true;
+  if (mode_ == Mode::kRr) {
+    if (c.starts.empty() && can_issue()) issue(c, Clock::now());
+  } else if (mode_ == Mode::kBulk) {
+    // New blocks only once everything issued is sent, so that a block's clock starts as its first
+    // byte goes out; blocks smaller than kSendChunk are issued together, to go out in one send().
+    for (int round = 0; round < kBulkRoundsPerPump && c.sent == c.issued && !c.blocked; ++round) {
+      auto now = Clock::now();
+      uint64_t batch = 0;
+      while (batch < kSendChunk && c.issued - c.received < o_.window && c.starts.size() < kMaxBlocksInFlight &&
+             can_issue()) {
+        issue(c, now);
+        batch += o_.size;
+      }
+      if (batch == 0) break;
+      if (!flush(tag, c)) return false;
+    }
+  }
+  if (!flush(tag, c)) return false;
+  return watch(tag, c);
+}
+
+void Loadgen::issue(Conn& c, Clock::time_point now) {
+  c.starts.push_back(now);
+  c.issued += o_.size;
+  ++issued_;
+  ++in_flight_;
+}
+
+// Sends until everything issued is sent or the socket is full. False if the connection is gone.
+bool Loadgen::flush(uint64_t tag, Conn& c) {
+  while (c.sent < c.issued && !c.blocked) {
+    size_t len = static_cast<size_t>(std::min<uint64_t>(kSendChunk, c.issued - c.sent));
+    fill_stream(c.key, c.sent, send_buf_.data(), len);
+    ssize_t n = ustack::send(c.fd, send_buf_.data(), len, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        c.blocked = true;
+        return true;
+      }
+      int err = errno;
+      fail(tag, c, err == ECONNRESET || err == EPIPE ? kReset : kOtherError, std::string("send: ") + std::strerror(err));
+      return false;
+    }
+    c.sent += static_cast<uint64_t>(n);
+    if (static_cast<size_t>(n) < len) c.blocked = true;  // the socket is full: wait for EPOLLOUT
+  }
+  return true;
+}
+
+bool Loadgen::watch(uint64_t tag, Conn& c) {
+  uint32_t want = EPOLLIN | EPOLLRDHUP;
+  if (c.sent < c.issued) want |= EPOLLOUT;
+  if (want == c.watching) return true;
+  epoll_event ev{};
+  ev.events = want;
+  ev.data.u64 = tag;
+  if (ustack::epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev) != 0) {
+    fail(tag, c, kOtherError, std::string("epoll_ctl: ") + std::strerror(errno));
+    return false;
+  }
+  c.watching = want;
+  return true;
+}
+
+void Loadgen::fail(uint64_t tag, Conn& c, ErrorKind kind, const std::string& what) {
+  error(kind, "connection " + std::to_string(c.id) + ": " + what);
+  close_conn(tag, c);
+}
+
+void Loadgen::error(ErrorKind kind, const std::string& what) {
+  ++error_counts_[kind];
+  if (++errors_ <= kMaxErrorsShown) {
+    std::fprintf(stderr, "%s: %s%s\n", kProgram, what.c_str(),
+                 errors_ == kMaxErrorsShown ? " (further errors only counted)" : "");
+  }
+}
+
+void Loadgen::close_conn(uint64_t tag, Conn& c) {
+  in_flight_ -= c.starts.size();  // lost (on an error) or abandoned (at the end of the run)
+  if (!c.connected) --connecting_;
+  ustack::close(c.fd);  // also drops it from the epoll set
+  conns_.erase(tag);
+}
+
+int Loadgen::report(const std::string& stack) {
+  double seconds = measuring_ ? std::chrono::duration<double>(end_ - start_).count() : 0;
+  double rps = seconds > 0 ? static_cast<double>(completed_) / seconds : 0;
+  double bps = rps * static_cast<double>(o_.size);
+  double p50 = latency_.quantile_ns(0.5) / 1e3, p90 = latency_.quantile_ns(0.9) / 1e3;
+  double p99 = latency_.quantile_ns(0.99) / 1e3, p999 = latency_.quantile_ns(0.999) / 1e3;
+  std::printf("%s: %s, %u connection%s, %llu-byte requests, %s:%u on the %s stack%s\n", kProgram, o_.mode.c_str(),
+              o_.connections, o_.connections == 1 ? "" : "s", static_cast<unsigned long long>(o_.size), o_.host.c_str(),
+              o_.port, stack.c_str(), interrupted_ ? " (interrupted)" : "");
+  std::printf("%s: %llu requests in %.3f s: %.0f requests/s, %.2f MB/s echoed\n", kProgram,
+              static_cast<unsigned long long>(completed_), seconds, rps, bps / 1e6);
+  std::printf("%s: latency us: p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  mean %.1f\n", kProgram, p50, p90,
+              p99, p999, latency_.max_ns() / 1e3, latency_.mean_ns() / 1e3);
+  std::printf("%s: errors %llu (", kProgram, static_cast<unsigned long long>(errors_));
+  for (int k = 0; k < kErrorKinds; ++k) {
+    std::printf("%s%s %llu", k ? ", " : "", kErrorNames[k], static_cast<unsigned long long>(error_counts_[k]));
+  }
+  std::printf(")\n");
+  if (o_.json) {
+    std::printf(
+        "{\"mode\": \"%s\", \"stack\": \"%s\", \"host\": \"%s\", \"port\": %u, \"connections\": %u, \"size\": %llu, "
+        "\"requests\": %llu, \"seconds\": %.6f, \"requests_per_s\": %.3f, \"bytes_per_s\": %.3f, "
+        "\"p50_us\": %.3f, \"p90_us\": %.3f, \"p99_us\": %.3f, \"p999_us\": %.3f, \"max_us\": %.3f, \"mean_us\": %.3f, "
+        "\"errors\": %llu",
+        o_.mode.c_str(), stack.c_str(), o_.host.c_str(), o_.port, o_.connections,
+        static_cast<unsigned long long>(o_.size), static_cast<unsigned long long>(completed_), seconds, rps, bps, p50,
+        p90, p99, p999, latency_.max_ns() / 1e3, latency_.mean_ns() / 1e3, static_cast<unsigned long long>(errors_));
+    for (int k = 0; k < kErrorKinds; ++k) {
+      std::printf(", \"errors_%s\": %llu", kErrorNames[k], static_cast<unsigned long long>(error_counts_[k]));
+    }
+    std::printf(", \"interrupted\": %s}\n", interrupted_ ? "true" : "false");
+  }
+  std::fflush(stdout);
+  return errors_ > 0 || completed_ == 0 ? 1 : 0;
+}
+
+// Room for one descriptor per connection on the kernel backend: raise the soft limit as far as
+// needed, never past the hard one (ustack::init relies on the limit staying below 2^30).
+void make_room_for(uint64_t descriptors) {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur >= descriptors) return;
+  lim.rlim_cur = std::min<rlim_t>(descriptors, lim.rlim_max);
+  setrlimit(RLIMIT_NOFILE, &lim);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App cli{
+      "TCP load generator for echo servers; checks every byte echoed (a pseudo-random pattern per connection "
+      "and offset).\n"
+      "  rr    C connections; each sends a B-byte request and reads the echo before the next\n"
+      "  cps   every request a new connection: connect, send B bytes, read them back, close; C in flight\n"
+      "  bulk  C connections stream B-byte blocks (up to --window bytes unechoed) while reading the echo\n"
+      "Latency: from the request's first byte sent (cps: from connect()) to the last byte of its echo.\n"
+      "Exit status 0 if every request was answered intact, 1 on any error or if none completed, 2 on bad usage."};
+  app::CommonOptions common;
+  Options o;
+  app::add_common_options(cli, common);
+  cli.add_option("--host", o.host, "server IPv4 address")->capture_default_str();
+  cli.add_option("--port", o.port, "server TCP port")->capture_default_str();
+  cli.add_option("--mode", o.mode, "rr (request/response), cps (connection per request) or bulk (streaming)")
+      ->check(CLI::IsMember({"rr", "cps", "bulk"}))
+      ->capture_default_str();
+  cli.add_option("--connections", o.connections, "connections (cps: exchanges in flight)")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  cli.add_option("--size", o.size, "bytes per request (bulk: per block)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 30))
+      ->capture_default_str();
+  auto* requests = cli.add_option("--requests", o.requests, "requests in all, across connections (default 1000)")
+                       ->check(CLI::Range(uint64_t{1}, ~uint64_t{0} >> 1));
+  auto* duration =
+      cli.add_option("--duration", o.duration, "run for this many seconds instead; requests in flight then are not counted")
+          ->check(CLI::Range(0.001, 1e6));
+  requests->excludes(duration);
+  cli.add_flag("--json", o.json, "also print one JSON object with the results as the last line of stdout");
+  cli.add_option("--timeout", o.timeout, "give up (an error) after this many seconds without progress")
+      ->check(CLI::Range(0.001, 1e6))
+      ->capture_default_str();
+  cli.add_option("--window", o.window, "bulk: bytes sent and not yet echoed, per connection, before waiting (and at most 4096 blocks)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 40))
+      ->capture_default_str();
+  cli.add_option("--max-errors", o.max_errors, "stop the run after this many errors (0: never)")
+      ->check(app::kNotNegative)
+      ->capture_default_str();
+  if (int status = app::parse_command_line(cli, argc, argv); status >= 0) return status;
+  if (o.requests == 0 && o.duration == 0) o.requests = 1000;
+  Mode mode = o.mode == "rr" ? Mode::kRr : o.mode == "cps" ? Mode::kCps : Mode::kBulk;
+
+  sockaddr_in server{};
+  if (!app::make_addr(o.host, o.port, &server)) {
+    std::fprintf(stderr, "%s: --host %s is not an IPv4 address\n", kProgram, o.host.c_str());
+    return 2;
+  }
+  make_room_for(uint64_t{o.connections} + 64);
+  if (!app::start_backend(common, kProgram)) return 1;
+  int ep = ustack::epoll_create1(0);
+  if (ep < 0) {
+    std::fprintf(stderr, "%s: epoll_create1: %s\n", kProgram, std::strerror(errno));
+    ustack::shutdown();
+    return 1;
+  }
+  Loadgen gen(o, mode, server, ep);
+  gen.run();
+  int status = gen.report(common.stack);
+  ustack::close(ep);
+  ustack::shutdown();
+  return status;
+}

@@ -1,0 +1,297 @@
+// The user's side of a connection: opening, sending, receiving, shutting down, closing, and
+// the readiness it reports. Before changing the state machine, read RFC 9293 §3.10 (event
+// processing) and its MUST list; tcp_connection.h lists the rest.
+
+#include "tcp/tcp_connection.h"
+
+#include <algorithm>
+#include <cerrno>
+
+#include "base/waitable.h"
+#include "tcp/tcp_layer.h"
+#include "tcp/tcp_listener.h"
+
+namespace ustack::tcp {
+
+namespace {
+constexpr uint16_t kIpTcpHeaders = 40;
+}  // namespace
+
+const char* state_name(State s) {
+  switch (s) {
+    case State::kClosed: return "CLOSED";
+    case State::kSynSent: return "SYN-SENT";
+    case State::kSynReceived: return "SYN-RECEIVED";
+    case State::kEstablished: return "ESTABLISHED";
+    case State::kFinWait1: return "FIN-WAIT-1";
+    case State::kFinWait2: return "FIN-WAIT-2";
+    case State::kCloseWait: return "CLOSE-WAIT";
+    case State::kClosing: return "CLOSING";
+    case State::kLastAck: return "LAST-ACK";
+    case State::kTimeWait: return "TIME-WAIT";
+  }
+  return "?";
+}
+
+SocketOptions SocketOptions::defaults(const TcpConfig& config) {
+  SocketOptions o;
+  o.rcvbuf = config.rcvbuf;
+  o.sndbuf = config.sndbuf;
+  o.keepalive_idle = config.keepalive_idle;
+  o.keepalive_interval = config.keepalive_interval;
+  o.keepalive_probes = config.keepalive_probes;
+  return o;
+}
+
+TcpConnection::TcpConnection(TcpLayer& layer, const FourTuple& tuple, const ip::Route& route,
+                             const SocketOptions& options)
+    : layer_(layer),
+      tuple_(tuple),
+      route_(route),
+      options_(options),
+      rx_(layer.config().max_out_of_order),
+      rtt_(layer.config().rto),
+      rtx_timer_(this, reinterpret_cast<void*>(kRetransmitTimer)),
+      delack_timer_(this, reinterpret_cast<void*>(kDelayedAckTimer)),
+      keepalive_timer_(this, reinterpret_cast<void*>(kKeepaliveTimer)) {
+  // RFC 7323 §2.3: the shift that lets our largest buffer's window fit in 16 bits.
+  const size_t max_window = layer.config().max_buffer / 2;
+  while (rcv_wscale_ < 14 && (size_t{65535} << rcv_wscale_) < max_window) ++rcv_wscale_;
+  ts_offset_ = static_cast<uint32_t>(layer.rng().next());
+  compute_mss();
+  cc_ = make_congestion_control(layer.config().congestion, snd_mss_, layer.config().initial_cwnd_segments);
+}
+
+TcpConnection::~TcpConnection() = default;
+
+void TcpConnection::compute_mss() {
+  // RFC 9293 §3.7.1 / RFC 6691: announce what the route carries in one packet, less the fixed
+  // headers; send at most what the peer announced, less the options every segment carries.
+  const uint16_t route_mss = static_cast<uint16_t>(std::min<uint32_t>(route_.mtu, 65535) - kIpTcpHeaders);
+  adv_mss_ = options_.user_mss ? std::min(options_.user_mss, route_mss) : route_mss;
+  uint16_t mss = std::min(peer_mss_, route_mss);
+  if (options_.user_mss) mss = std::min(mss, options_.user_mss);
+  if (ts_enabled_) mss = static_cast<uint16_t>(mss - 12);  // RFC 7323's 10 bytes, padded to 12
+  snd_mss_ = std::max<uint16_t>(mss, 64);  // a peer announcing less is refused that little
+  if (cc_) cc_->set_mss(snd_mss_);
+}
+
+void TcpConnection::open_active(Instant now, SeqNum iss) {
+  iss_ = iss;
+  snd_una_ = snd_nxt_ = snd_max_ = iss;
+  tx_.reset(iss + 1);
+  last_receive_ = last_send_ = now;
+  set_state(State::kSynSent);
+  send_syn(now);
+  arm_retransmit(now);
+}
+
+void TcpConnection::open_passive(Instant now, SeqNum iss, const SegmentRepr& syn, TcpListener* listener) {
+  listener_ = listener;
+  iss_ = iss;
+  snd_una_ = snd_nxt_ = snd_max_ = iss;
+  tx_.reset(iss + 1);
+  irs_ = syn.seq;
+  rcv_nxt_ = syn.seq + 1;
+  rx_.reset(rcv_nxt_);
+  rcv_adv_ = rcv_nxt_;
+  take_options(syn.options, false);
+  // RFC 9293 §3.10.7.2: the SYN's window is never scaled.
+  snd_wnd_ = max_snd_wnd_ = syn.window;
+  snd_wl1_ = syn.seq;
+  snd_wl2_ = iss;
+  last_receive_ = last_send_ = now;
+  set_state(State::kSynReceived);
+  send_syn(now);
+  arm_retransmit(now);
+}
+
+void TcpConnection::take_options(const TcpOptions& o, bool) {
+  if (o.mss && *o.mss > 0) peer_mss_ = *o.mss;
+  // RFC 7323 §2.2: scaling is on only when both SYNs carry the option; §2.3: at most 14.
+  wscale_ok_ = o.window_scale.has_value();
+  snd_wscale_ = wscale_ok_ ? std::min<uint8_t>(*o.window_scale, 14) : 0;
+  if (!wscale_ok_) rcv_wscale_ = 0;
+  sack_ok_ = o.sack_permitted;
+  ts_enabled_ = o.timestamps.has_value();
+  if (ts_enabled_) {
+    ts_recent_ = o.timestamps->value;
+  }
+  compute_mss();
+}
+
+size_t TcpConnection::send_space() const {
+  return options_.sndbuf > tx_.charged() ? options_.sndbuf - tx_.charged() : 0;
+}
+
+Result<size_t, int> TcpConnection::send(Instant now, std::span<const uint8_t> data) {
+  if (error_) return unexpected(take_error());
+  if (snd_shutdown_ || state_ == State::kClosed) return unexpected(EPIPE);
+  if (state_ == State::kSynSent || state_ == State::kSynReceived) return unexpected(EAGAIN);
+  if (state_ != State::kEstablished && state_ != State::kCloseWait) return unexpected(EPIPE);
+  if (data.empty()) return size_t{0};
+  const bool was_idle = tx_.empty();
+  const size_t taken = tx_.append(data, snd_mss_, snd_nxt_, options_.sndbuf, layer_);
+  if (taken == 0) return size_t{0};
+  // RFC 5681 §4.1: a connection idle for more than an RTO restarts from the initial window.
+  if (was_idle && in_flight() == 0 && now - last_send_ > rtt_.rto()) cc_->restart_after_idle();
+  output(now);
+  return taken;
+}
+
+Result<size_t, int> TcpConnection::receive(Instant now, std::span<uint8_t> out, bool peek) {
+  if (rx_.readable() > 0) {
+    const size_t n = rx_.read(out, peek);
+    if (!peek && window_update_due()) {
+      send_ack(now);
+    }
+    return n;
+  }
+  if (error_) return unexpected(take_error());
+  if (rcv_shutdown_) return size_t{0};
+  if (state_ == State::kClosed) return unexpected(ENOTCONN);
+  return unexpected(EAGAIN);
+}
+
+void TcpConnection::shutdown_write(Instant now) {
+  if (snd_shutdown_) return;
+  snd_shutdown_ = true;
+  switch (state_) {
+    case State::kSynSent:
+      closed(0);
+      return;
+    case State::kSynReceived:
+      fin_queued_ = true;  // sent once the handshake completes
+      return;
+    case State::kEstablished:
+    case State::kCloseWait:
+      shutdown_write_internal(now);
+      notify(kPollOut);
+      return;
+    default:
+      return;
+  }
+}
+
+void TcpConnection::shutdown_read() {
+  rcv_shutdown_ = true;
+  notify(kPollIn | kPollRdHup);
+}
+
+void TcpConnection::close(Instant now) {
+  orphaned_ = true;
+  observer_ = nullptr;
+  // Linux's tcp_close(): unread data means the peer's data is lost; say so with a RST rather
+  // than an orderly FIN (RFC 9293 §3.10.4 allows it; RFC 2525 §2.17 recommends it). So does
+  // SO_LINGER with a zero timeout.
+  if (state_ != State::kClosed && state_ != State::kSynSent &&
+      (rx_.readable() > 0 || (options_.linger && options_.linger_seconds == 0))) {
+    layer_.stats().aborts_on_close.inc();
+    abort(now, 0);
+    return;
+  }
+  switch (state_) {
+    case State::kSynSent:
+      closed(0);
+      return;
+    case State::kSynReceived:
+      snd_shutdown_ = rcv_shutdown_ = true;
+      fin_queued_ = true;
+      return;
+    case State::kEstablished:
+    case State::kCloseWait:
+      snd_shutdown_ = rcv_shutdown_ = true;
+      if (!fin_queued_) shutdown_write_internal(now);
+      return;
+    case State::kFinWait2:
+      // An orphan waits for the peer's FIN only so long (tcp_fin_timeout).
+      rtx_mode_ = RtxMode::kFinWait2;
+      layer_.timers().schedule(rtx_timer_, now + layer_.config().fin_wait2_timeout);
+      return;
+    default:
+      return;
+  }
+}
+
+void TcpConnection::shutdown_write_internal(Instant now) {
+  fin_queued_ = true;
+  set_state(state_ == State::kCloseWait ? State::kLastAck : State::kFinWait1);
+  output(now);
+}
+
+void TcpConnection::abort(Instant now, int err) {
+  if (state_ == State::kClosed) return;
+  // RFC 9293 §3.10.5 ABORT: a RST in the synchronized states, nothing before.
+  if (synchronized() && state_ != State::kTimeWait) send_reset(now);
+  closed(err);
+  if (err == 0) user_reset_ = true;
+}
+
+void TcpConnection::options_changed(Instant now) {
+  if (state_ == State::kClosed) return;
+  arm_keepalive(now);
+  if (options_.nodelay) output(now);
+}
+
+uint32_t TcpConnection::poll_events() const {
+  // Linux's tcp_poll().
+  uint32_t ev = 0;
+  const bool both_shut = rcv_shutdown_ && snd_shutdown_;
+  if (both_shut || state_ == State::kClosed) ev |= kPollHup;
+  if (rcv_shutdown_) ev |= kPollIn | kPollRdNorm | kPollRdHup;
+  if (state_ != State::kSynSent && state_ != State::kSynReceived) {
+    if (rx_.readable() > 0) ev |= kPollIn | kPollRdNorm;
+    if (!snd_shutdown_) {
+      // sk_stream_is_writeable(): free space at least half of what is queued.
+      if (state_ != State::kClosed && send_space() > 0 && send_space() >= tx_.charged() / 2) {
+        ev |= kPollOut | kPollWrNorm;
+      }
+    } else {
+      ev |= kPollOut | kPollWrNorm;
+    }
+  }
+  if (error_) ev |= kPollErr;
+  return ev;
+}
+
+void TcpConnection::set_state(State s) {
+  const State from = state_;
+  if (from == s) return;
+  state_ = s;
+  layer_.state_changed(*this, from, s);
+}
+
+void TcpConnection::notify(uint32_t events) {
+  if (observer_) observer_->readiness_changed(events);
+}
+
+void TcpConnection::closed(int err) {
+  if (err) error_ = err;
+  if (err) user_reset_ = true;
+  rcv_shutdown_ = true;
+  snd_shutdown_ = true;
+  layer_.timers().cancel(rtx_timer_);
+  layer_.timers().cancel(delack_timer_);
+  layer_.timers().cancel(keepalive_timer_);
+  tx_.reset(tx_.tail());
+  set_state(State::kClosed);
+  notify(kPollIn | kPollOut | kPollErr | kPollHup | kPollRdHup);
+}
+
+void TcpConnection::enter_time_wait(Instant now) {
+  layer_.timers().cancel(delack_timer_);
+  layer_.timers().cancel(keepalive_timer_);
+  set_state(State::kTimeWait);
+  rtx_mode_ = RtxMode::kTimeWait;
+  layer_.timers().schedule(rtx_timer_, now + layer_.config().time_wait);
+  notify(kPollIn | kPollHup | kPollRdHup);
+}
+
+void TcpConnection::established(Instant now) {
+  established_once_ = true;
+  quick_acks_ = layer_.config().quick_acks;
+  layer_.stats().established.inc();
+  arm_keepalive(now);
+}
+
+}  // namespace ustack::tcp

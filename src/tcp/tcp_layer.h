@@ -1,0 +1,117 @@
+#pragma once
+// TCP's demultiplexer and everything shared by its connections: the 4-tuple table (a hash map;
+// nothing scans all connections), listeners by local port, the port table (bind, RFC 6056
+// ephemeral ports), RSTs for segments nobody owns, TIME-WAIT's bound, the challenge-ACK budget,
+// and the way out to IPv4.
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <absl/container/flat_hash_map.h>
+
+#include "base/age_list.h"
+#include "base/instant.h"
+#include "base/packet.h"
+#include "base/result.h"
+#include "base/rng.h"
+#include "base/stats.h"
+#include "base/timer_wheel.h"
+#include "ip/ip_output.h"
+#include "ip/ipv4_packet.h"
+#include "tcp/isn.h"
+#include "tcp/tcp_config.h"
+#include "tcp/tcp_connection.h"
+#include "tcp/tcp_listener.h"
+#include "udp/udp_layer.h"
+
+namespace ustack::tcp {
+
+class TcpLayer final : public SegmentAllocator {
+ public:
+  TcpLayer(const TcpConfig& config, TcpStats& stats, TimerWheel& timers, Rng& rng, ip::IpOutput& out,
+           const udp::LocalAddresses& local);
+  ~TcpLayer();
+  TcpLayer(const TcpLayer&) = delete;
+  TcpLayer& operator=(const TcpLayer&) = delete;
+
+  // ---- Ports (bind(2)) ----
+  /// Binds `b` to addr:port (port 0: an ephemeral one). 0 or EADDRINUSE, EADDRNOTAVAIL, EINVAL
+  /// (already bound), EAGAIN (no ephemeral port left).
+  int bind(PortBinding& b, Ipv4Addr addr, uint16_t port);
+  void unbind(PortBinding& b);
+
+  // ---- Listening ----
+  /// Starts accepting on the listener's (bound) binding: 0 or EADDRINUSE.
+  int listen(TcpListener& l);
+  /// Stops: queued and half-open connections are reset (Linux's inet_csk_listen_stop).
+  void unlisten(Instant now, TcpListener& l);
+
+  // ---- Active open ----
+  /// Opens a connection to `remote` from `bound` (unbound: an ephemeral port and the route's
+  /// source address). 0-or-errno in the Result: ENETUNREACH, EADDRNOTAVAIL (4-tuple taken, or no
+  /// ephemeral port).
+  Result<std::shared_ptr<TcpConnection>, int> connect(Instant now, const PortBinding* bound, Ipv4Addr remote_addr,
+                                                      uint16_t remote_port, const SocketOptions& options);
+
+  // ---- Input ----
+  /// A TCP segment from IPv4; `packet` starts at the IP header.
+  void receive(Instant now, const ip::Ipv4Repr& ip, Packet& packet, bool device_buffers_scarce);
+  /// A hard ICMP error (port or protocol unreachable) about a segment from `local` to `remote`.
+  void icmp_error(Instant now, const FourTuple& tuple, SeqNum seq, int err);
+  /// Frees what closed connections left behind; the stack calls it after each poll.
+  void reap() { graveyard_.clear(); }
+
+  // ---- For connections ----
+  Packet alloc_segment(size_t payload_len) override;
+  /// Writes the header in front of `payload` (empty: a segment without data) and sends it.
+  void transmit(Instant now, const TcpConnection& c, const SegmentRepr& header, Packet payload);
+  TimerWheel& timers() { return timers_; }
+  TcpStats& stats() { return stats_; }
+  const TcpConfig& config() const { return config_; }
+  Rng& rng() { return rng_; }
+  /// RFC 5961 §7: challenge ACKs are limited per second across all connections.
+  bool allow_challenge_ack(Instant now);
+  /// Every state change goes through here, so that the tables follow.
+  void state_changed(TcpConnection& c, State from, State to);
+  /// The connection became ESTABLISHED from SYN-RECEIVED: false (the ACK is dropped, as Linux
+  /// does) when the listener's accept queue is full.
+  bool admit_to_accept_queue(TcpConnection& c);
+  /// Connections keep their own window; this is the stack-wide "buffers are scarce" hint.
+  bool device_buffers_scarce() const { return buffers_scarce_; }
+
+  size_t connections() const { return connections_.size(); }
+  size_t time_wait_connections() const { return time_wait_count_; }
+  TcpConnection* find(const FourTuple& t) const;
+
+ private:
+  bool port_conflicts(const PortBinding& b, Ipv4Addr addr, uint16_t port) const;
+  void register_binding(PortBinding& b);
+  uint16_t pick_ephemeral(Ipv4Addr local, Ipv4Addr remote, uint16_t remote_port, bool for_connect);
+  TcpListener* find_listener(Ipv4Addr addr, uint16_t port) const;
+  void listen_input(Instant now, TcpListener& l, const ip::Ipv4Repr& ip, const SegmentRepr& seg);
+  void send_reset_for(Instant now, const ip::Ipv4Repr& ip, const SegmentRepr& seg);
+  void send_bare(Instant now, const ip::Route& route, const SegmentRepr& header);
+  void unhash(TcpConnection& c);
+
+  TcpConfig config_;
+  TcpStats& stats_;
+  TimerWheel& timers_;
+  Rng& rng_;
+  ip::IpOutput& out_;
+  const udp::LocalAddresses& local_;
+  IsnGenerator isn_;
+  SipKey port_key_;
+  uint32_t next_ephemeral_ = 0;
+  absl::flat_hash_map<FourTuple, std::shared_ptr<TcpConnection>> connections_;
+  absl::flat_hash_map<uint16_t, std::vector<PortBinding*>> ports_;
+  absl::flat_hash_map<uint16_t, std::vector<TcpListener*>> listeners_;
+  std::vector<std::shared_ptr<TcpConnection>> graveyard_;
+  AgeList<TcpConnection> time_wait_;
+  size_t time_wait_count_ = 0;
+  Instant challenge_window_start_;
+  uint32_t challenge_acks_in_window_ = 0;
+  bool buffers_scarce_ = false;
+};
+
+}  // namespace ustack::tcp
