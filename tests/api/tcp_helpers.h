@@ -153,9 +153,11 @@ inline uint16_t bind_loopback(const Tcp& s, uint16_t port = 0, std::source_locat
   return local_port(s.fd(), loc);
 }
 
-/// Binds `s` to 127.0.0.1 on a free port, listens, and returns the port.
+/// Binds `s` to 127.0.0.1 on a free port, listens, and returns the port. A blocking accept() on it
+/// gives up after kWaitMs (SO_RCVTIMEO).
 inline uint16_t listen_loopback(const Tcp& s, int backlog = 16, std::source_location loc = std::source_location::current()) {
   CallerTrace trace(loc);
+  bound_blocking_calls(s.fd(), kWaitMs, loc);
   uint16_t port = bind_loopback(s, 0, loc);
   EXPECT_EQ(ustack::listen(s.fd(), backlog), 0) << std::strerror(errno);
   return port;
