@@ -10,7 +10,7 @@ USTACK_PACKAGES=(
   dpdk dpdk-dev libdpdk-dev
   libabsl-dev libtomlplusplus-dev libcli11-dev
   googletest libgtest-dev
-  python3-scapy iproute2 iputils-ping netcat-openbsd socat nftables tcpdump ethtool
+  python3-scapy iproute2 iputils-ping netcat-openbsd socat nftables tcpdump ethtool curl
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }

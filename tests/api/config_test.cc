@@ -57,6 +57,20 @@ TEST(Config, BadEnvironmentValueNamesTheVariable) {
   }
 }
 
+TEST(Config, TcpKeysReachTheStack) {
+  std::string path = write_file("tcp_time_wait_s = 5\ntcp_rcvbuf = 65536\n");
+  auto c = load_config(path, {{"USTACK_TCP_RTO_MIN_MS", "1000"}, {"USTACK_TCP_DELAYED_ACK_MS", "200"}});
+  std::remove(path.c_str());
+  ASSERT_TRUE(c.ok()) << c.error();
+  EXPECT_EQ(c->stack.tcp.time_wait, std::chrono::seconds(5));
+  EXPECT_EQ(c->stack.tcp.rcvbuf, 65536u);
+  EXPECT_EQ(c->stack.tcp.rto.min, std::chrono::milliseconds(1000));
+  EXPECT_EQ(c->stack.tcp.delayed_ack, std::chrono::milliseconds(200));
+  auto bad = load_config("", {{"USTACK_TCP_DELAYED_ACK_MS", "501"}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().find("USTACK_TCP_DELAYED_ACK_MS"), std::string::npos) << bad.error();
+}
+
 TEST(Config, GatewayMustBeOnTheSubnetAndNotUs) {
   auto c = load_config("", {{"USTACK_GW", "10.0.0.1"}});
   ASSERT_FALSE(c.ok());
