@@ -179,8 +179,8 @@ class Responder {
       c.request.append(buf, static_cast<size_t>(n));
       size_t end = c.request.find("\r\n\r\n", scan_from);
       if (end == std::string::npos) end = c.request.find("\n\n", scan_from);  // bare LF lines, as from nc
-      if (end != std::string::npos) return respond(c, parse_request(c.request, body_size_));
-      if (c.request.size() > kMaxRequestHead) return respond(c, Request{});
+      if (end != std::string::npos && end <= kMaxRequestHead) return respond(c, parse_request(c.request, body_size_));
+      if (end != std::string::npos || c.request.size() > kMaxRequestHead) return respond(c, Request{});  // too long
     }
   }
 

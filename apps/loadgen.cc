@@ -216,7 +216,7 @@ void Loadgen::run() {
   if (mode_ == Mode::kCps) {
     start_measuring();
   } else {
-    for (uint32_t i = 0; i < o_.connections && !stopping_; ++i) open_conn(next_id_++);
+    for (uint32_t i = 0; i < o_.connections; ++i) open_conn(next_id_++);
   }
   std::vector<epoll_event> events(256);
   for (;;) {
@@ -243,7 +243,9 @@ void Loadgen::run() {
     auto idle = now_ - last_progress_;
     auto limit = std::chrono::duration<double>(o_.timeout);
     if (idle >= limit) {
-      error(kStall, "no progress for " + std::to_string(o_.timeout) + " s with " + std::to_string(in_flight_) +
+      char seconds[32];
+      std::snprintf(seconds, sizeof seconds, "%g", o_.timeout);
+      error(kStall, std::string("no progress for ") + seconds + " s with " + std::to_string(in_flight_) +
                         " requests in flight on " + std::to_string(conns_.size()) + " connections; giving up");
       break;
     }
@@ -259,8 +261,11 @@ void Loadgen::run() {
       error(kOtherError, std::string("epoll_wait: ") + std::strerror(errno));
       break;
     }
-    now_ = Clock::now();
-    for (int i = 0; i < n; ++i) handle(events[i].data.u64, events[i].events);
+    for (int i = 0; i < n; ++i) {
+      now_ = Clock::now();  // a batch of big reads and writes can take a while: keep --duration
+      if (app::g_stop || (measuring_ && !o_.requests && now_ >= deadline_)) break;  // the rest stays reported
+      handle(events[i].data.u64, events[i].events);
+    }
   }
   end_ = measuring_ ? (o_.requests && in_flight_ == 0 && completed_ ? end_ : Clock::now()) : Clock::now();
   stopping_ = true;
@@ -350,10 +355,10 @@ bool Loadgen::read_some(uint64_t tag, Conn& c) {
       return false;
     }
     if (n == 0) {
-      if (!c.starts.empty() || c.received < c.sent || can_issue()) {
+      if (!c.starts.empty() || c.received < c.sent || !measuring_ || can_issue()) {
         fail(tag, c, kEarlyEof,
-             "the server closed the connection after " + std::to_string(c.received) + " of " +
-                 std::to_string(c.issued) + " bytes");
+             "the server closed the connection; " + std::to_string(c.received) + " of the " + std::to_string(c.sent) +
+                 " bytes sent came back" + (c.starts.empty() ? ", and more requests were due" : ""));
       } else {
         close_conn(tag, c);  // nothing more was wanted from it
       }
