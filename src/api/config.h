@@ -22,6 +22,11 @@ struct EngineConfig {
   int cores = 1;
   Duration idle_spin = 200us;         ///< busy-poll this long after the last frame before sleeping
   Duration idle_sleep_max = 1000us;   ///< the longest nap of an idle engine (its worst added latency)
+  /// Not a configuration key: when set, the engine reads the time from this clock instead of
+  /// steady_clock, and whoever owns it moves it (simulated time: the packetdrill adapter). Such an
+  /// engine must only be driven by calls that do not block (non-blocking sockets, epoll_wait with
+  /// timeout 0): a blocking call would nap on the device while its clock stands still.
+  const ManualClock* clock = nullptr;
 };
 
 /// One configuration key, in both spellings, with its help text.

@@ -20,6 +20,7 @@ Engine::~Engine() {
 }
 
 Instant Engine::now() const {
+  if (config_.clock) return config_.clock->now();
   return Instant::from_ns(
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - epoch_).count());
 }

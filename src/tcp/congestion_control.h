@@ -40,9 +40,10 @@ class CongestionControl {
     if (acked >= mss_) cwnd_ += mss_;
     if (cwnd_ < mss_) cwnd_ = mss_;
   }
-  /// RFC 6582 §3.2 step 6 (full ACK), option (1) of the RFC: min(ssthresh, FlightSize + SMSS).
+  /// RFC 6582 §3.2 step 6 (full ACK), option (1) of the RFC: min(ssthresh, max(FlightSize, SMSS)
+  /// + SMSS); never one segment alone, which a delayed-ACK receiver would sit on.
   void exit_fast_recovery(uint32_t in_flight) {
-    const uint32_t limit = in_flight + mss_;
+    const uint32_t limit = (in_flight > mss_ ? in_flight : mss_) + mss_;
     cwnd_ = ssthresh_ < limit ? ssthresh_ : limit;
   }
   /// RFC 5681 (5): after a retransmission timeout, cwnd is the loss window, one segment.

@@ -41,6 +41,11 @@ SendQueue::Acked SendQueue::acknowledge(SeqNum ack, Instant) {
   if (ack <= head_) return result;
   if (ack > tail_) ack = tail_;
   result.bytes = static_cast<uint32_t>(ack - head_);
+  // Karn's rule for the whole ACK, as Linux applies it (FLAG_RETRANS_DATA_ACKED): an ACK that
+  // covers any retransmitted chunk gives no sample, even from chunks after it that went once.
+  // Those waited for the retransmission to fill the hole before them, so their "RTT" includes
+  // the recovery (or an RTO): taking it inflated SRTT to seconds on a 0.2 ms path under loss.
+  bool ambiguous = false;
   while (!chunks_.empty()) {
     Chunk& c = chunks_.front();
     const SeqNum end = c.seq + c.end_offset();
@@ -48,7 +53,7 @@ SendQueue::Acked SendQueue::acknowledge(SeqNum ack, Instant) {
       if (c.sent && !c.retransmitted) {
         result.sent_at = c.sent_at;
       } else {
-        result.sent_at.reset();  // a newer chunk was retransmitted: its ACK is ambiguous
+        ambiguous = true;
       }
       charged_ -= c.data.truesize();
       chunks_.pop_front();
@@ -61,6 +66,7 @@ SendQueue::Acked SendQueue::acknowledge(SeqNum ack, Instant) {
     break;
   }
   head_ = ack;
+  if (ambiguous) result.sent_at.reset();
   return result;
 }
 

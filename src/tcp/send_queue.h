@@ -30,7 +30,8 @@ class SendQueue {
  public:
   struct Acked {
     uint32_t bytes = 0;
-    /// When the newest fully acknowledged chunk was sent, if it was sent only once (Karn).
+    /// When the newest fully acknowledged chunk was sent, if no chunk this ACK covers was
+    /// retransmitted (Karn).
     std::optional<Instant> sent_at;
   };
 

@@ -79,6 +79,7 @@ void TcpConnection::compute_mss() {
 void TcpConnection::open_active(Instant now, SeqNum iss) {
   iss_ = iss;
   snd_una_ = snd_nxt_ = snd_max_ = iss;
+  recover_ = iss;  // RFC 6582 §3.2 step 1 (a default of 0 blocked fast retransmit for half the ISSs)
   tx_.reset(iss + 1);
   last_receive_ = last_send_ = now;
   set_state(State::kSynSent);
@@ -90,6 +91,7 @@ void TcpConnection::open_passive(Instant now, SeqNum iss, const SegmentRepr& syn
   listener_ = listener;
   iss_ = iss;
   snd_una_ = snd_nxt_ = snd_max_ = iss;
+  recover_ = iss;  // RFC 6582 §3.2 step 1
   tx_.reset(iss + 1);
   irs_ = syn.seq;
   rcv_nxt_ = syn.seq + 1;
@@ -289,6 +291,10 @@ void TcpConnection::enter_time_wait(Instant now) {
 
 void TcpConnection::established(Instant now) {
   established_once_ = true;
+  // The congestion controller was made with the MSS assumed before the handshake (536); the
+  // initial window is ten segments of the negotiated MSS (RFC 6928), set where Linux's
+  // tcp_init_transfer() sets it. Nothing has been sent or acknowledged through it yet.
+  cc_ = make_congestion_control(layer_.config().congestion, snd_mss_, layer_.config().initial_cwnd_segments);
   quick_acks_ = layer_.config().quick_acks;
   layer_.stats().established.inc();
   arm_keepalive(now);

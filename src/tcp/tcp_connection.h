@@ -201,7 +201,8 @@ class TcpConnection final : public AgeList<TcpConnection>::Hook, private TimerCl
   void send_syn(Instant now);
   bool send_data_segment(Instant now, SeqNum seq, uint32_t len, bool fin, bool retransmission);
   void send_control(Instant now, SeqNum seq, uint8_t flags, std::span<const uint8_t> payload = {});
-  void send_ack(Instant now) { send_control(now, snd_nxt_, kAck); }
+  void send_ack(Instant now) { send_control(now, ack_seq(), kAck); }
+  SeqNum ack_seq() const;
   void send_challenge_ack(Instant now);
   void send_reset(Instant now);
   void retransmit_head(Instant now);

@@ -15,6 +15,14 @@ namespace ustack::tcp {
 namespace {
 // RFC 7323 §5.5: TS.Recent older than 24 days is no longer a valid reference.
 constexpr Duration kPawsIdle = std::chrono::hours(24 * 24);
+
+// RFC 6298 (5.7): a handshake that needed a retransmission gave no RTT sample; data starts with
+// an RTO of 3 s (Linux's TCP_TIMEOUT_FALLBACK), not with the SYN timer's backed-off value.
+RtoConfig handshake_fallback(const RtoConfig& c) {
+  RtoConfig f = c;
+  f.initial = std::max<Duration>(c.initial, 3s);
+  return f;
+}
 }  // namespace
 
 void TcpConnection::segment_arrives(Instant now, const SegmentRepr& seg, Packet payload) {
@@ -30,13 +38,30 @@ void TcpConnection::segment_arrives(Instant now, const SegmentRepr& seg, Packet 
     if (!(seg.flags & kRst)) send_ack(now);
     return;
   }
+  const uint8_t syn_ack_rst = seg.flags & (kSyn | kAck | kRst);
+  // In SYN-RECEIVED the peer's SYN again means our SYN-ACK was lost: send it again (Linux's
+  // tcp_check_req()). It lies before RCV.NXT, so the sequence check would answer it with an ACK,
+  // which a peer in SYN-SENT drops.
+  if (state_ == State::kSynReceived && syn_ack_rst == kSyn && seg.seq == irs_) {
+    send_syn(now);
+    return;
+  }
+  // Simultaneous open (RFC 9293 figure 8, line 6): the peer's SYN-ACK repeats its SYN, before
+  // RCV.NXT, and acknowledges ours. Linux's tcp_validate_incoming() lets it through to the ACK.
+  const bool simultaneous_syn_ack = state_ == State::kSynReceived && !listener_ &&
+                                    syn_ack_rst == (kSyn | kAck) && seg.seq == irs_ && seg.ack == snd_nxt_;
   // first: check the sequence number.
-  if (!acceptable(seg)) {
+  if (!simultaneous_syn_ack && !acceptable(seg)) {
     layer_.stats().out_of_window.inc();
     if (seg.flags & kRst) return;  // never answer a RST
     if (seg.flags & kSyn) {        // RFC 5961 §4.2
       send_challenge_ack(now);
       return;
+    }
+    // RFC 9293 §3.10.7.4, TIME-WAIT: a retransmission of the peer's FIN (it fails the sequence
+    // check, being before RCV.NXT) is acknowledged and restarts the 2 MSL timeout.
+    if (state_ == State::kTimeWait && (seg.flags & kFin)) {
+      layer_.timers().schedule(rtx_timer_, now + layer_.config().time_wait);
     }
     // A pure ACK out of window gets one duplicate ACK per tcp_invalid_ratelimit, as in Linux
     // (two stacks disagreeing about the window must not ping-pong ACKs at line rate).
@@ -60,23 +85,19 @@ void TcpConnection::segment_arrives(Instant now, const SegmentRepr& seg, Packet 
     reset_input(now, seg);
     return;
   }
-  // fourth: a SYN in a synchronized state is answered with a challenge ACK (RFC 5961 §4.2);
-  // in SYN-RECEIVED, the peer's SYN again means our SYN-ACK was lost.
-  if (seg.flags & kSyn) {
-    if (state_ == State::kSynReceived && seg.seq == irs_) {
-      send_syn(now);
-      return;
-    }
+  // fourth: a SYN in a synchronized state is answered with a challenge ACK (RFC 5961 §4.2).
+  if ((seg.flags & kSyn) && !simultaneous_syn_ack) {
     send_challenge_ack(now);
     return;
   }
   // fifth: the ACK field.
   if (!(seg.flags & kAck)) return;
   if (!ack_input(now, seg)) return;
+  // seventh: the segment text; eighth: the FIN bit. data_input() reads last_receive_ (quick-ack
+  // mode after an idle spell), so it moves only afterwards.
+  data_input(now, seg, payload);
   last_receive_ = now;
   keepalive_probes_sent_ = 0;
-  // seventh: the segment text; eighth: the FIN bit.
-  data_input(now, seg, payload);
   if (state_ == State::kClosed) return;
   if (seg.flags & kFin) {
     const SeqNum fin_at = seg.seq + static_cast<uint32_t>(seg.payload.size());
@@ -118,7 +139,11 @@ void TcpConnection::syn_sent_input(Instant now, const SegmentRepr& seg, Packet& 
   if (ts_enabled_) ts_recent_stamp_ = now;
   if (has_ack) {
     snd_una_ = seg.ack;
-    if (retransmits_ == 0) rtt_.sample(now - last_send_);  // Karn: only a SYN sent once
+    if (retransmits_ == 0) {
+      rtt_.sample(now - last_send_);  // Karn: only a SYN sent once
+    } else {
+      rtt_ = RttEstimator(handshake_fallback(layer_.config().rto));
+    }
     retransmits_ = 0;
     layer_.timers().cancel(rtx_timer_);
     set_state(State::kEstablished);
@@ -186,7 +211,11 @@ bool TcpConnection::ack_input(Instant now, const SegmentRepr& seg) {
     // The handshake completes; Linux drops the ACK instead when the accept queue is full, and
     // the SYN-ACK's retransmission gives the peer another go later.
     if (listener_ && !layer_.admit_to_accept_queue(*this)) return false;
-    if (retransmits_ == 0) rtt_.sample(now - last_send_);
+    if (retransmits_ == 0) {
+      rtt_.sample(now - last_send_);
+    } else {
+      rtt_ = RttEstimator(handshake_fallback(layer_.config().rto));
+    }
     retransmits_ = 0;
     snd_wnd_ = static_cast<uint32_t>(seg.window) << snd_wscale_;
     max_snd_wnd_ = std::max(max_snd_wnd_, snd_wnd_);
@@ -213,8 +242,10 @@ bool TcpConnection::ack_input(Instant now, const SegmentRepr& seg) {
   if (seg.ack > snd_una_) {
     new_ack(now, seg, static_cast<uint32_t>(seg.ack - snd_una_));
   } else if (seg.ack == snd_una_ && seg.payload.empty() && !(seg.flags & (kSyn | kFin)) && wnd == snd_wnd_ &&
-             snd_max_ > snd_una_) {
-    duplicate_ack(now);  // RFC 5681 §2's definition, all five conditions
+             snd_max_ > snd_una_ && wnd != 0) {
+    // RFC 5681 §2's definition, all five conditions. A closed window's ACKs (the answers to
+    // zero-window probes, whose byte counts as outstanding) say nothing about loss.
+    duplicate_ack(now);
   }
   update_window(seg);
   switch (state_) {

@@ -121,6 +121,17 @@ void TcpConnection::send_control(Instant now, SeqNum seq, uint8_t flags, std::sp
   }
 }
 
+SeqNum TcpConnection::ack_seq() const {
+  // A segment with neither data nor SYN/FIN carries SND.MAX, as BSD's tcp_output() does, not
+  // SND.NXT: a retransmission timeout moves SND.NXT back to SND.UNA, and a peer that already has
+  // more (what arrived after the lost segment) finds SEG.SEQ < RCV.NXT and drops the ACK as out
+  // of window (RFC 9293 §3.10.7.4). In a two-way transfer where both ends timed out, each then
+  // dropped the other's every ACK until the connection timed out. While a zero-window probe is
+  // out, SND.MAX counts the probe byte, which the peer's closed window did not take: SND.NXT.
+  const bool probing = rtx_mode_ == RtxMode::kPersist && rtx_timer_.armed();
+  return probing ? snd_nxt_ : snd_max_;
+}
+
 void TcpConnection::send_challenge_ack(Instant now) {
   if (!layer_.allow_challenge_ack(now)) {
     layer_.stats().challenge_acks_limited.inc();

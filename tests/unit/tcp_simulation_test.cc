@@ -1,0 +1,1016 @@
+// TCP over the in-memory wire: two stacks (198.18.0.1 = A, 198.18.0.2 = B) on one ManualClock,
+// joined by a dev::MemoryWire whose seeded impairments (loss, duplication, reordering,
+// corruption, delay and jitter, a rate limit with tail drop) do their worst. Every transfer is
+// checked byte for byte (FNV-1a 64 and length, plus the offset of the first wrong byte) and must
+// finish within a bound of simulated time; every connection must end with a FIN each way (one
+// end in TIME-WAIT, no RST, no error), and the layer must forget it once TIME-WAIT is over.
+//
+// The loop is an event loop on simulated time: poll both stacks at now(), let the application
+// move bytes (send what send_space() allows, read all that is readable), transmit, then jump the
+// clock to the next frame arrival or timer tick. No real clock, no threads: a seed fixes the
+// wire's randomness, both stacks' and the data, so a run replays exactly.
+//
+// Replaying a failure: each failure names its condition and seed. USTACK_SIM_SEED=<n> runs
+// seed n alone, in every condition of every test here, e.g.
+//   USTACK_SIM_SEED=3 <build>/tests/unit/unit_tests --gtest_filter='TcpSim.ImpairedWire*'
+// Under AddressSanitizer the bulk transfers are smaller (kBulkBytes) so that the sanitised unit
+// suite stays quick; the conditions and seeds are the same.
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cinttypes>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "base/rng.h"
+#include "dev/memory_wire.h"
+#include "stack/stack.h"
+#include "tcp/tcp_layer.h"
+#include "tcp/tcp_listener.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define USTACK_SIM_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define USTACK_SIM_SANITIZED 1
+#endif
+#endif
+
+namespace ustack {
+namespace {
+
+using tcp::State;
+using tcp::TcpConnection;
+
+constexpr Ipv4Addr kAddrA(198, 18, 0, 1);
+constexpr Ipv4Addr kAddrB(198, 18, 0, 2);
+constexpr uint16_t kServerPort = 8080;
+constexpr uint16_t kClosedPort = 9;  // nobody listens: resolve() connects here to learn MACs
+constexpr size_t kKiB = 1024;
+constexpr size_t kMiB = 1024 * 1024;
+#ifdef USTACK_SIM_SANITIZED
+constexpr size_t kBulkBytes = 2 * kMiB;
+#else
+constexpr size_t kBulkBytes = 10 * kMiB;
+#endif
+
+// ---- Data and its check ----
+
+class Fnv64 {
+ public:
+  void add(std::span<const uint8_t> bytes) {
+    for (uint8_t b : bytes) h_ = (h_ ^ b) * 0x100000001b3ULL;
+  }
+  uint64_t value() const { return h_; }
+
+ private:
+  uint64_t h_ = 0xcbf29ce484222325ULL;
+};
+
+uint64_t fnv1a(std::span<const uint8_t> bytes) {
+  Fnv64 h;
+  h.add(bytes);
+  return h.value();
+}
+
+/// `len` bytes drawn from `seed`: every transfer's content differs with its seed.
+std::vector<uint8_t> make_data(uint64_t seed, size_t len) {
+  std::vector<uint8_t> d(len);
+  Rng rng(seed * 0x9e3779b97f4a7c15ULL + 0x5eed);
+  for (size_t i = 0; i < len; i += 8) {
+    const uint64_t v = rng.next();
+    std::memcpy(d.data() + i, &v, std::min<size_t>(8, len - i));
+  }
+  return d;
+}
+
+// ---- Seeds ----
+
+/// The seeds to run: USTACK_SIM_SEED alone when set (to replay a failure), else `defaults`.
+std::vector<uint64_t> seeds(std::vector<uint64_t> defaults) {
+  if (const char* s = std::getenv("USTACK_SIM_SEED")) return {std::strtoull(s, nullptr, 0)};
+  return defaults;
+}
+
+std::string replay(const std::string& condition, uint64_t seed) {
+  return "condition '" + condition + "', seed " + std::to_string(seed) + " (replay with USTACK_SIM_SEED=" +
+         std::to_string(seed) + ")";
+}
+
+double mbit_per_s(size_t bytes, Duration d) {
+  const double s = std::chrono::duration<double>(d).count();
+  return s > 0 ? static_cast<double>(bytes) * 8 / s / 1e6 : 0;
+}
+
+double ms(Duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+bool final_state(const TcpConnection& c) { return c.state() == State::kTimeWait || c.state() == State::kClosed; }
+
+StackConfig config_for(Ipv4Addr addr, uint64_t seed) {
+  StackConfig config;
+  config.address = Ipv4Cidr{addr, 24};
+  config.seed = seed;
+  // ARP carries no checksum: a corrupted reply would teach a wrong MAC, which tests the wire, not
+  // TCP. resolve() learns both MACs over a clean wire; the entries then last the whole test.
+  config.arp.entry_lifetime = 24h;
+  return config;
+}
+
+// ---- The application at each end ----
+
+/// One end of a connection as its application drives it: it writes `tx` (or, as an echo server,
+/// what it read), then does `then`; it reads everything, checking it against `rx_expect` as it
+/// arrives; once it has read the end of stream and written everything it closes.
+struct Peer {
+  enum class Then { kNothing, kShutdown, kClose };
+
+  std::shared_ptr<TcpConnection> conn;
+  // Writing.
+  std::span<const uint8_t> tx;
+  bool echo = false;
+  std::vector<uint8_t> echoed;
+  size_t tx_done = 0;
+  Then then = Then::kShutdown;
+  bool tx_ended = false;  // `then` was done
+  // Reading.
+  bool check_rx = true;
+  std::span<const uint8_t> rx_expect;
+  size_t rx_done = 0;
+  Fnv64 rx_hash;
+  size_t first_bad = SIZE_MAX;  // offset of the first byte that differs from rx_expect
+  Instant last_rx;
+  bool eof = false;
+  // Closing.
+  bool close_at_eof = true;
+  bool closed = false;
+  int error = 0;  // the first error a call returned
+
+  std::span<const uint8_t> source() const { return echo ? std::span<const uint8_t>(echoed) : tx; }
+  bool finished() const { return error != 0 || (closed && conn && final_state(*conn)); }
+
+  void take(Instant now, std::span<const uint8_t> got) {
+    if (echo) echoed.insert(echoed.end(), got.begin(), got.end());
+    if (check_rx && first_bad == SIZE_MAX) {
+      const size_t expected_left = rx_expect.size() - std::min(rx_done, rx_expect.size());
+      const size_t n = std::min(got.size(), expected_left);
+      if (std::memcmp(got.data(), rx_expect.data() + rx_done, n) != 0) {
+        for (size_t i = 0; i < n; ++i) {
+          if (got[i] != rx_expect[rx_done + i]) {
+            first_bad = rx_done + i;
+            break;
+          }
+        }
+      } else if (n < got.size()) {
+        first_bad = rx_done + n;  // more than was sent
+      }
+    }
+    rx_hash.add(got);
+    rx_done += got.size();
+    last_rx = now;
+  }
+
+  /// One turn of the application: read all that is there, write what the buffer takes.
+  void pump(Instant now) {
+    if (!conn || closed || error) return;
+    TcpConnection& c = *conn;
+    const bool handshaking = c.state() == State::kSynSent || c.state() == State::kSynReceived;
+    std::array<uint8_t, 16 * kKiB> buf;
+    while (!eof && !handshaking) {
+      if (c.readable() == 0 && !c.read_shut() && !c.pending_error() && c.state() != State::kClosed) break;
+      auto got = c.receive(now, buf, false);
+      if (!got) {
+        if (got.error() != EAGAIN) error = got.error();
+        break;
+      }
+      if (*got == 0) {
+        eof = true;
+        break;
+      }
+      take(now, {buf.data(), *got});
+    }
+    if (error || handshaking) return;
+    if (!tx_ended) {
+      const std::span<const uint8_t> src = source();
+      while (tx_done < src.size() && c.send_space() > 0) {
+        auto sent = c.send(now, src.subspan(tx_done));
+        if (!sent) {
+          error = sent.error();
+          return;
+        }
+        if (*sent == 0) break;
+        tx_done += *sent;
+      }
+      if (tx_done == src.size() && (!echo || eof)) {
+        tx_ended = true;
+        if (then == Then::kShutdown) c.shutdown_write(now);
+        if (then == Then::kClose) {
+          c.close(now);
+          closed = true;
+        }
+      }
+    }
+    if (!closed && close_at_eof && eof && tx_ended) {
+      c.close(now);
+      closed = true;
+    }
+  }
+};
+
+/// Everything `p` read is what was sent: length, hash and every byte.
+void expect_received_exactly(const Peer& p, const char* who) {
+  EXPECT_EQ(p.error, 0) << who << ": a call failed";
+  EXPECT_TRUE(p.eof) << who << ": no end of stream";
+  EXPECT_EQ(p.rx_done, p.rx_expect.size()) << who << ": length";
+  EXPECT_EQ(p.rx_hash.value(), fnv1a(p.rx_expect)) << who << ": FNV-1a 64";
+  EXPECT_EQ(p.first_bad, SIZE_MAX) << who << ": first wrong byte at offset " << p.first_bad;
+}
+
+std::string seg_str(std::span<const uint8_t> f, uint32_t a_iss, uint32_t b_iss);
+
+// ---- Two stacks on a wire ----
+
+class TcpSim {
+ public:
+  explicit TcpSim(uint64_t seed)
+      : wire_(clock_, seed, dev::test_caps(1), dev::test_caps(2)),
+        a_(config_for(kAddrA, seed), wire_.a()),
+        b_(config_for(kAddrB, seed + 1), wire_.b()),
+        options_(tcp::SocketOptions::defaults(a_.config().tcp)) {
+    a_.start(now());
+    b_.start(now());
+  }
+  ~TcpSim() {
+    if (listener_) b_.tcp().unlisten(now(), *listener_);
+    b_.tcp().unbind(listen_binding_);
+  }
+
+  Instant now() const { return clock_.now(); }
+  Stack& a() { return a_; }
+  Stack& b() { return b_; }
+  dev::MemoryWire& wire() { return wire_; }
+  tcp::SocketOptions& options() { return options_; }
+  uint64_t steps() const { return steps_; }
+  /// Moves the clock forward with nothing in flight (the wraparound test picks its ISN this way).
+  void jump_to(Instant t) {
+    ASSERT_GE(t, now());
+    clock_.set(t);
+  }
+
+  /// Runs until `done()` or the clock reaches `deadline`. Each turn polls both stacks at now(),
+  /// lets `app` move data between the application and the connections, transmits what that
+  /// queued, then moves the clock to the next event: a frame arriving at either port or a timer
+  /// tick of either stack, at most `max_step` ahead. Returns done().
+  template <typename App, typename Done>
+  bool run(Instant deadline, App&& app, Done&& done, Duration max_step = 1ms) {
+    uint64_t turns_without_time = 0;
+    while (!done()) {
+      if (now() >= deadline) return false;
+      a_.poll(now());
+      b_.poll(now());
+      app(now());
+      a_.flush();
+      b_.flush();
+      ++steps_;
+      const Instant next = std::min({wire_.a().next_arrival(), wire_.b().next_arrival(), a_.next_wakeup(),
+                                     b_.next_wakeup(), now() + max_step, deadline});
+      if (next > now()) {
+        clock_.set(next);
+        turns_without_time = 0;
+      } else if (++turns_without_time > 1'000'000) {
+        ADD_FAILURE() << "a million turns without time passing: the stacks feed each other forever";
+        return false;
+      }
+    }
+    return true;
+  }
+  template <typename Done>
+  bool run(Instant deadline, Done&& done) {
+    return run(deadline, [](Instant) {}, std::forward<Done>(done));
+  }
+
+  /// Both sides learn each other's MAC over the clean wire: A's SYN to a port nobody listens on
+  /// makes A ask for B (B learns A from the request) and B answer with a RST.
+  void resolve() {
+    auto c = a_.tcp().connect(now(), nullptr, kAddrB, kClosedPort, options_);
+    ASSERT_TRUE(c);
+    ASSERT_TRUE(run(now() + 100ms, [&] { return (*c)->state() == State::kClosed; }));
+    EXPECT_EQ((*c)->take_error(), ECONNREFUSED);
+    ASSERT_EQ(a_.arp_entries(), 1u);
+    ASSERT_EQ(b_.arp_entries(), 1u);
+    resets_before_ = resets();
+  }
+  /// Nothing was aborted: no timeout, no close with unread data, no data after close. (RSTs
+  /// themselves are no sign: a late or duplicated ACK reaching a LAST-ACK that has just closed
+  /// finds only the listener, which answers with a RST, as Linux's does; that RST may end the
+  /// peer's TIME-WAIT early, which Linux's default, tcp_rfc1337 = 0, allows too. A RST that
+  /// reset a live connection shows as ECONNRESET at its Peer.)
+  void expect_no_aborts() {
+    for (int i = 0; i < 2; ++i) {
+      const char* who = i == 0 ? "A" : "B";
+      const TcpStats& t = (i == 0 ? a_ : b_).stats().tcp;
+      EXPECT_EQ(t.timeouts, 0u) << who;
+      EXPECT_EQ(t.aborts_on_close, 0u) << who;
+      EXPECT_EQ(t.rx_after_close, 0u) << who;
+    }
+  }
+  /// RSTs either stack sent since resolve().
+  uint64_t resets() const { return a_.stats().tcp.tx_resets + b_.stats().tcp.tx_resets - resets_before_; }
+
+  void listen(uint16_t port, int backlog = 128) {
+    ASSERT_EQ(b_.tcp().bind(listen_binding_, Ipv4Addr::any(), port), 0);
+    listener_ = std::make_unique<tcp::TcpListener>(listen_binding_, backlog, options_);
+    ASSERT_EQ(b_.tcp().listen(*listener_), 0);
+  }
+  std::shared_ptr<TcpConnection> accept() { return listener_ ? listener_->accept() : nullptr; }
+  /// A connects to B:port, from `bound` (null: an ephemeral port).
+  std::shared_ptr<TcpConnection> connect(uint16_t port, const tcp::PortBinding* bound = nullptr) {
+    auto c = a_.tcp().connect(now(), bound, kAddrB, port, options_);
+    EXPECT_TRUE(c) << "connect: errno " << (c ? 0 : c.error());
+    a_.flush();
+    return c ? *c : nullptr;
+  }
+
+  /// Lets TIME-WAIT run out (and anything else finish): both layers must end up empty.
+  void expect_all_connections_go() {
+    const Instant deadline = now() + a_.config().tcp.time_wait + 5s;
+    EXPECT_TRUE(run(deadline, [&] { return a_.tcp().connections() == 0 && b_.tcp().connections() == 0; }))
+        << "connections left: A " << a_.tcp().connections() << " (TIME-WAIT " << a_.tcp().time_wait_connections()
+        << "), B " << b_.tcp().connections();
+    EXPECT_EQ(a_.tcp().time_wait_connections(), 0u);
+    EXPECT_EQ(b_.tcp().time_wait_connections(), 0u);
+  }
+
+ private:
+  ManualClock clock_;
+  dev::MemoryWire wire_;
+  Stack a_;
+  Stack b_;
+  tcp::SocketOptions options_;
+  tcp::PortBinding listen_binding_;
+  std::unique_ptr<tcp::TcpListener> listener_;
+  uint64_t resets_before_ = 0;
+  uint64_t steps_ = 0;
+};
+
+/// What a bulk transfer took, for the report line.
+struct BulkResult {
+  bool completed = false;
+  Duration elapsed{0};  // from connect() to the last byte read, both directions
+};
+
+/// A connects to B; A sends `a_data` and B sends `b_data` at once; whoever is done writing shuts
+/// down its side (or, writing only, closes), and each end closes once it has read the other's
+/// FIN. Checks every byte, that both ends finish in TIME-WAIT or CLOSED with no RST, and that
+/// the transfer and the close finish within `limit`.
+BulkResult run_bulk(TcpSim& sim, std::span<const uint8_t> a_data, std::span<const uint8_t> b_data, Duration limit,
+                    std::function<void(TcpSim&, Peer&, Peer&)> observe = {}) {
+  BulkResult result;
+  sim.listen(kServerPort);
+  const Instant start = sim.now();
+  Peer a, b;
+  a.conn = sim.connect(kServerPort);
+  if (!a.conn) return result;
+  a.tx = a_data;
+  a.rx_expect = b_data;
+  b.tx = b_data;
+  b.rx_expect = a_data;
+  // Only A writes: it closes once all is queued, like an application that writes a file and
+  // exits; B closes when it has read the end of the stream.
+  if (b_data.empty()) {
+    a.then = Peer::Then::kClose;
+    b.then = Peer::Then::kNothing;
+  }
+  result.completed = sim.run(
+      start + limit,
+      [&](Instant now) {
+        if (!b.conn) b.conn = sim.accept();
+        a.pump(now);
+        b.pump(now);
+        if (observe) observe(sim, a, b);
+      },
+      [&] { return a.finished() && b.finished(); });
+  EXPECT_TRUE(result.completed) << "not done after " << ms(limit) << " ms simulated: A read " << a.rx_done << "/"
+                                << b_data.size() << " wrote " << a.tx_done << " state "
+                                << state_name(a.conn->state()) << "; B read " << b.rx_done << "/" << a_data.size()
+                                << " wrote " << b.tx_done << " state "
+                                << (b.conn ? state_name(b.conn->state()) : "not accepted");
+  if (!b.conn) return result;
+  result.elapsed = std::max(a.last_rx, b.last_rx) - start;
+  if (!b_data.empty() || a.then != Peer::Then::kClose) expect_received_exactly(a, "A");
+  expect_received_exactly(b, "B");
+  for (const Peer* p : {&a, &b}) {
+    EXPECT_TRUE(final_state(*p->conn)) << state_name(p->conn->state());
+    EXPECT_EQ(p->conn->pending_error(), 0);
+    EXPECT_EQ(p->conn->send_queued(), 0u);
+    EXPECT_EQ(p->conn->readable(), 0u);
+  }
+  // The end that sent the first FIN waits in TIME-WAIT (unless a RST for a stray duplicate
+  // ended it: see expect_no_aborts); the other is gone.
+  EXPECT_TRUE(a.conn->state() == State::kTimeWait || b.conn->state() == State::kTimeWait || sim.resets() > 0)
+      << "A " << state_name(a.conn->state()) << ", B " << state_name(b.conn->state());
+  sim.expect_no_aborts();
+  return result;
+}
+
+// ---- 1. A clean wire ----
+
+/// A LAN that loses nothing: 1 Gbit/s, 50 µs each way. (A wire without any delay or rate would
+/// deliver everything at the instant it is sent, and simulated throughput would mean nothing.)
+dev::Impairments clean_link() {
+  dev::Impairments imp;
+  imp.delay = 50us;
+  imp.rate_bytes_per_s = 125'000'000;
+  return imp;
+}
+
+TEST(TcpSim, CleanWireOneWayBulkTransfer) {
+  TcpSim sim(1);
+  sim.resolve();
+  sim.wire().set_impairments(clean_link());
+  const auto data = make_data(1, kBulkBytes);
+  const BulkResult r = run_bulk(sim, data, {}, 2s);
+  ASSERT_TRUE(r.completed);
+  const double mbps = mbit_per_s(data.size(), r.elapsed);
+  std::printf("[ TcpSim   ] clean 1 Gbit/s, 100 us RTT, one way: %zu MiB in %.1f ms simulated = %.0f Mbit/s\n",
+              data.size() / kMiB, ms(r.elapsed), mbps);
+  // Nothing is lost, so nothing is sent twice, and the window (64 KiB over a 0.1 ms RTT) keeps
+  // the link mostly busy.
+  EXPECT_EQ(sim.wire().counters().dropped + sim.wire().counters().queue_full, 0u);
+  EXPECT_EQ(sim.a().stats().tcp.retransmits, 0u);
+  EXPECT_GT(mbps, 500.0);
+  sim.expect_all_connections_go();
+}
+
+TEST(TcpSim, CleanWireBothDirectionsAtOnce) {
+  TcpSim sim(2);
+  sim.resolve();
+  sim.wire().set_impairments(clean_link());
+  const auto a_data = make_data(21, kBulkBytes);
+  const auto b_data = make_data(22, kBulkBytes);
+  const BulkResult r = run_bulk(sim, a_data, b_data, 2s);
+  ASSERT_TRUE(r.completed);
+  std::printf("[ TcpSim   ] clean 1 Gbit/s, 100 us RTT, both ways: 2 x %zu MiB in %.1f ms simulated = %.0f + %.0f Mbit/s\n",
+              a_data.size() / kMiB, ms(r.elapsed), mbit_per_s(a_data.size(), r.elapsed),
+              mbit_per_s(b_data.size(), r.elapsed));
+  EXPECT_EQ(sim.a().stats().tcp.retransmits + sim.b().stats().tcp.retransmits, 0u);
+  EXPECT_GT(mbit_per_s(a_data.size() + b_data.size(), r.elapsed), 500.0);
+  sim.expect_all_connections_go();
+}
+
+// ---- 2. Impaired wires ----
+
+struct Condition {
+  std::string name;
+  std::function<dev::Impairments(uint64_t seed)> impairments;
+  /// What must show that the wire did its worst (so the test is not vacuous).
+  std::function<void(TcpSim&)> check;
+};
+
+/// Every condition runs on a LAN-like base: 100 µs each way.
+dev::Impairments base_link() {
+  dev::Impairments imp;
+  imp.delay = 100us;
+  return imp;
+}
+
+std::vector<Condition> conditions() {
+  auto retransmitted = [](TcpSim& sim) {
+    EXPECT_GT(sim.a().stats().tcp.retransmits, 0u);
+  };
+  std::vector<Condition> list;
+  list.push_back({"loss 1%",
+                  [](uint64_t) {
+                    auto imp = base_link();
+                    imp.drop = 0.01;
+                    return imp;
+                  },
+                  [=](TcpSim& sim) {
+                    EXPECT_GT(sim.wire().counters().dropped, 0u);
+                    retransmitted(sim);
+                  }});
+  list.push_back({"loss 5%",
+                  [](uint64_t) {
+                    auto imp = base_link();
+                    imp.drop = 0.05;
+                    return imp;
+                  },
+                  [=](TcpSim& sim) {
+                    EXPECT_GT(sim.wire().counters().dropped, 0u);
+                    retransmitted(sim);
+                  }});
+  list.push_back({"reorder 5% by 1-3 ms",
+                  [](uint64_t seed) {
+                    auto imp = base_link();
+                    imp.reorder = 0.05;
+                    imp.reorder_delay = 1ms + std::chrono::milliseconds(seed % 3);
+                    return imp;
+                  },
+                  [](TcpSim& sim) {
+                    EXPECT_GT(sim.wire().counters().reordered, 0u);
+                    EXPECT_GT(sim.b().stats().tcp.ooo_segments, 0u);
+                  }});
+  list.push_back({"duplicate 2%",
+                  [](uint64_t) {
+                    auto imp = base_link();
+                    imp.duplicate = 0.02;
+                    return imp;
+                  },
+                  [](TcpSim& sim) { EXPECT_GT(sim.wire().counters().duplicated, 0u); }});
+  list.push_back({"corrupt 1%",
+                  [](uint64_t) {
+                    auto imp = base_link();
+                    imp.corrupt = 0.01;
+                    return imp;
+                  },
+                  [](TcpSim& sim) {
+                    EXPECT_GT(sim.wire().counters().corrupted, 0u);
+                    // The checksums caught it (a flipped byte in the IP header is the IP
+                    // checksum's, in the Ethernet header a wrong address or type).
+                    EXPECT_GT(sim.a().stats().tcp.rx_bad_checksum + sim.b().stats().tcp.rx_bad_checksum, 0u);
+                  }});
+  list.push_back({"delay 1 ms + jitter 0.5 ms",
+                  [](uint64_t) {
+                    dev::Impairments imp;
+                    imp.delay = 1ms;
+                    imp.jitter = 500us;
+                    return imp;
+                  },
+                  [](TcpSim&) {}});
+  list.push_back({"rate 100 Mbit/s, 20-frame queue",
+                  [](uint64_t) {
+                    auto imp = base_link();
+                    imp.rate_bytes_per_s = 12'500'000;
+                    imp.queue_limit = 20;
+                    return imp;
+                  },
+                  [=](TcpSim& sim) {
+                    EXPECT_GT(sim.wire().counters().queue_full, 0u) << "no tail drop";
+                    retransmitted(sim);
+                  }});
+  return list;
+}
+
+TEST(TcpSim, ImpairedWireTransfersEveryByteAndClosesCleanly) {
+  const auto data_seeds = seeds({1, 2, 3});
+  for (const Condition& condition : conditions()) {
+    for (uint64_t seed : data_seeds) {
+      SCOPED_TRACE(replay(condition.name, seed));
+      TcpSim sim(seed);
+      sim.resolve();
+      sim.wire().set_impairments(condition.impairments(seed));
+      const auto data = make_data(seed, kBulkBytes);
+      const BulkResult r = run_bulk(sim, data, {}, 120s);
+      if (!r.completed) continue;
+      condition.check(sim);
+      const TcpStats& tx = sim.a().stats().tcp;
+      std::printf("[ TcpSim   ] %-32s seed %" PRIu64 ": %zu MiB in %8.1f ms = %6.1f Mbit/s; %" PRIu64
+                  " retransmits (%" PRIu64 " fast, %" PRIu64 " RTO)\n",
+                  condition.name.c_str(), seed, data.size() / kMiB, ms(r.elapsed), mbit_per_s(data.size(), r.elapsed),
+                  tx.retransmits.get(), tx.fast_retransmits.get(), tx.rto_timeouts.get());
+      EXPECT_LE(sim.a().tcp().connections(), 1u);  // A, which closed first, in TIME-WAIT
+      EXPECT_EQ(sim.b().tcp().connections(), 0u);
+    }
+  }
+}
+
+// A failure must replay exactly from its seed: the same run twice gives the same frames, the
+// same counters and the same finishing time; another seed does not.
+TEST(TcpSim, SameSeedReplaysExactly) {
+  auto run = [](uint64_t seed) {
+    TcpSim sim(seed);
+    sim.resolve();
+    dev::Impairments imp = base_link();
+    imp.drop = 0.03;
+    imp.duplicate = 0.02;
+    imp.reorder = 0.03;
+    imp.corrupt = 0.01;
+    imp.jitter = 200us;
+    sim.wire().set_impairments(imp);
+    const auto data = make_data(seed, kMiB);
+    const BulkResult r = run_bulk(sim, data, data, 60s);
+    std::ostringstream out;
+    const dev::WireCounters& w = sim.wire().counters();
+    out << r.completed << "|" << r.elapsed.count() << "|" << sim.now().ns() << "|" << sim.steps() << "|" << w.sent
+        << "," << w.dropped << "," << w.duplicated << "," << w.reordered << "," << w.corrupted << "|";
+    for (Stack* s : {&sim.a(), &sim.b()}) {
+      s->stats().for_each([&](std::string_view layer, std::string_view name, uint64_t v) {
+        out << layer << "." << name << "=" << v << ";";
+      });
+    }
+    return out.str();
+  };
+  const std::string first = run(11);
+  EXPECT_EQ(run(11), first);
+  EXPECT_NE(run(12), first) << "another seed, another run";
+}
+
+// ---- 3. Many short connections ----
+
+TEST(TcpSim, ManyShortEchoConnectionsUnderLossLeakNothing) {
+  constexpr size_t kConnections = 200;
+  for (uint64_t seed : seeds({1, 2})) {
+    SCOPED_TRACE(replay("200 echo connections, loss 1%", seed));
+    TcpSim sim(seed);
+    sim.resolve();
+    dev::Impairments imp = base_link();
+    imp.drop = 0.01;
+    sim.wire().set_impairments(imp);
+    sim.listen(kServerPort, 256);
+
+    std::map<uint16_t, std::vector<std::string>> dbg_log;
+    if (std::getenv("DBG_LOG")) {
+      auto logger = [&](std::span<const uint8_t> f) {
+        if (f.size() < 14 + 20 + 20 || f[12] != 0x08) return;
+        const uint16_t sport = load_be16(f.data() + 34), dport = load_be16(f.data() + 36);
+        const uint16_t port = sport == kServerPort ? dport : sport;
+        char t[32];
+        std::snprintf(t, sizeof t, "%10.3f ", ms(sim.now() - Instant()));
+        dbg_log[port].push_back(t + seg_str(f, 0, 0));
+      };
+      sim.wire().a().set_observer(logger);
+      sim.wire().b().set_observer(logger);
+    }
+    Rng sizes(seed);
+    std::vector<std::vector<uint8_t>> data(kConnections);
+    for (size_t i = 0; i < kConnections; ++i) data[i] = make_data(seed * 1000 + i, 1 + sizes.below(64 * kKiB));
+    std::vector<Peer> clients(kConnections);
+    std::vector<Peer> servers;
+    servers.reserve(kConnections);
+    size_t opened = 0;
+    Instant next_open = sim.now();
+    // One new connection every 100 µs: many run at once, all in different phases.
+    const bool ok = sim.run(
+        sim.now() + 120s,
+        [&](Instant now) {
+          while (opened < kConnections && now >= next_open) {
+            Peer& c = clients[opened];
+            c.conn = sim.connect(kServerPort);
+            c.tx = data[opened];
+            c.rx_expect = data[opened];
+            ++opened;
+            next_open += 100us;
+          }
+          while (auto conn = sim.accept()) {
+            Peer& s = servers.emplace_back();
+            s.conn = std::move(conn);
+            s.echo = true;
+            s.check_rx = false;
+            s.then = Peer::Then::kNothing;
+          }
+          for (Peer& c : clients) c.pump(now);
+          for (Peer& s : servers) s.pump(now);
+        },
+        [&] {
+          if (opened < kConnections || servers.size() < kConnections) return false;
+          for (const Peer& c : clients) {
+            if (!c.finished()) return false;
+          }
+          for (const Peer& s : servers) {
+            if (!s.finished()) return false;
+          }
+          return true;
+        });
+    ASSERT_TRUE(ok) << "opened " << opened << ", accepted " << servers.size() << ", unfinished clients "
+                    << std::count_if(clients.begin(), clients.end(), [](const Peer& p) { return !p.finished(); })
+                    << ", unfinished servers "
+                    << std::count_if(servers.begin(), servers.end(), [](const Peer& p) { return !p.finished(); });
+    std::printf("[ TcpSim   ] 200 echo connections, loss 1%%, seed %" PRIu64 ": done in %.1f ms simulated, %" PRIu64
+                " retransmits\n",
+                seed, ms(sim.now() - Instant()), sim.a().stats().tcp.retransmits + sim.b().stats().tcp.retransmits);
+    EXPECT_GT(sim.wire().counters().dropped, 0u);
+    for (size_t i = 0; i < kConnections; ++i) {
+      SCOPED_TRACE("client " + std::to_string(i));
+      expect_received_exactly(clients[i], "client");
+      // The client's FIN went first: TIME-WAIT (or CLOSED, by a RST answering a stray ACK).
+      EXPECT_TRUE(final_state(*clients[i].conn)) << state_name(clients[i].conn->state());
+      EXPECT_EQ(clients[i].conn->pending_error(), 0);
+      if (!final_state(*clients[i].conn) && std::getenv("DBG_LOG")) {
+        for (auto& l : dbg_log[clients[i].conn->tuple().local_port]) std::printf("%s\n", l.c_str());
+      }
+    }
+    for (const Peer& s : servers) {
+      EXPECT_EQ(s.error, 0);
+      EXPECT_EQ(s.conn->state(), State::kClosed);
+    }
+    sim.expect_no_aborts();
+    EXPECT_EQ(sim.a().tcp().connections(), sim.a().tcp().time_wait_connections());
+    EXPECT_GE(sim.a().tcp().time_wait_connections(), kConnections * 9 / 10);
+    EXPECT_EQ(sim.b().tcp().connections(), 0u);
+
+    // After TIME-WAIT the layers hold nothing, and once the application lets go, every
+    // connection (and the buffers of its queues) is freed: the layer keeps no reference.
+    sim.expect_all_connections_go();
+    std::vector<std::weak_ptr<TcpConnection>> gone;
+    for (Peer& p : clients) gone.push_back(std::exchange(p.conn, nullptr));
+    for (Peer& p : servers) gone.push_back(std::exchange(p.conn, nullptr));
+    sim.a().poll(sim.now());
+    sim.b().poll(sim.now());
+    EXPECT_EQ(std::count_if(gone.begin(), gone.end(), [](const auto& w) { return !w.expired(); }), 0)
+        << "connections still referenced after they closed";
+  }
+}
+
+// ---- 4. Simultaneous close and half-close ----
+
+dev::Impairments close_test_link() {
+  dev::Impairments imp = base_link();
+  imp.drop = 0.05;
+  imp.duplicate = 0.02;
+  imp.reorder = 0.05;
+  return imp;
+}
+
+TEST(TcpSim, SimultaneousCloseUnderLossEndsInTimeWaitOnBothSides) {
+  for (uint64_t seed : seeds({1, 2, 3, 4, 5})) {
+    SCOPED_TRACE(replay("simultaneous close, loss 5%", seed));
+    TcpSim sim(seed);
+    sim.resolve();
+    sim.wire().set_impairments(close_test_link());
+    sim.listen(kServerPort);
+    const auto a_data = make_data(seed, 256 * kKiB);
+    const auto b_data = make_data(seed + 100, 256 * kKiB);
+    Peer a, b;
+    a.conn = sim.connect(kServerPort);
+    a.tx = a_data;
+    a.rx_expect = b_data;
+    b.tx = b_data;
+    b.rx_expect = a_data;
+    for (Peer* p : {&a, &b}) {
+      p->then = Peer::Then::kNothing;
+      p->close_at_eof = false;
+    }
+    // Phase 1: data both ways until everything is read and acknowledged.
+    auto app = [&](Instant now) {
+      if (!b.conn) b.conn = sim.accept();
+      a.pump(now);
+      b.pump(now);
+    };
+    ASSERT_TRUE(sim.run(sim.now() + 60s, app, [&] {
+      return b.conn && a.rx_done == b_data.size() && b.rx_done == a_data.size() && a.tx_ended && b.tx_ended &&
+             a.conn->send_queued() == 0 && b.conn->send_queued() == 0;
+    })) << "A read " << a.rx_done << " wrote " << a.tx_done << " queued " << a.conn->send_queued() << " "
+        << state_name(a.conn->state()) << " err " << a.error << "; B read " << b.rx_done << " wrote " << b.tx_done
+        << " " << (b.conn ? state_name(b.conn->state()) : "-") << " err " << b.error;
+    // Phase 2: both close in the same instant; the FINs cross (or one is lost and retransmitted).
+    a.conn->close(sim.now());
+    b.conn->close(sim.now());
+    a.closed = b.closed = true;
+    bool saw_closing = false;
+    ASSERT_TRUE(sim.run(
+        sim.now() + 60s,
+        [&](Instant) {
+          saw_closing |= a.conn->state() == State::kClosing || b.conn->state() == State::kClosing;
+        },
+        [&] { return final_state(*a.conn) && final_state(*b.conn); }))
+        << "A " << state_name(a.conn->state()) << ", B " << state_name(b.conn->state());
+    // Each sent its FIN before it knew of the other's: both wait in TIME-WAIT (RFC 9293 figure 6).
+    EXPECT_EQ(a.conn->state(), State::kTimeWait);
+    EXPECT_EQ(b.conn->state(), State::kTimeWait);
+    EXPECT_EQ(a.first_bad, SIZE_MAX);
+    EXPECT_EQ(b.first_bad, SIZE_MAX);
+    EXPECT_EQ(a.rx_hash.value(), fnv1a(b_data));
+    EXPECT_EQ(b.rx_hash.value(), fnv1a(a_data));
+    EXPECT_EQ(sim.resets(), 0u);
+    sim.expect_no_aborts();
+    std::printf("[ TcpSim   ] simultaneous close, seed %" PRIu64 ": CLOSING %s\n", seed,
+                saw_closing ? "seen" : "not seen");
+    sim.expect_all_connections_go();
+  }
+}
+
+TEST(TcpSim, HalfCloseUnderLossKeepsTheOtherDirectionFlowing) {
+  for (uint64_t seed : seeds({1, 2, 3})) {
+    SCOPED_TRACE(replay("half close, loss 5%", seed));
+    TcpSim sim(seed);
+    sim.resolve();
+    sim.wire().set_impairments(close_test_link());
+    const auto request = make_data(seed, 10 * kKiB);
+    const auto response = make_data(seed + 100, kMiB);
+    size_t read_after_shutdown = 0;
+    size_t written_in_close_wait = 0;
+    bool epipe_checked = false;
+    size_t a_read_at_shutdown = 0;
+    const BulkResult r = run_bulk(sim, request, response, 120s, [&](TcpSim& s, Peer& a, Peer& b) {
+      if (a.tx_ended && !epipe_checked) {
+        // A's side is shut: it may not write again.
+        a_read_at_shutdown = a.rx_done;
+        const uint8_t byte = 0;
+        auto sent = a.conn->send(s.now(), {&byte, 1});
+        EXPECT_FALSE(sent);
+        if (!sent) {
+          EXPECT_EQ(sent.error(), EPIPE);
+        }
+        epipe_checked = true;
+      }
+      if (epipe_checked) read_after_shutdown = a.rx_done - a_read_at_shutdown;
+      if (b.conn && b.eof && b.conn->state() == State::kCloseWait) written_in_close_wait = b.tx_done;
+    });
+    ASSERT_TRUE(r.completed);
+    EXPECT_TRUE(epipe_checked);
+    EXPECT_GT(read_after_shutdown, response.size() / 2) << "A shut down early: most of the response came after";
+    EXPECT_GT(written_in_close_wait, 0u) << "B wrote while in CLOSE-WAIT";
+  }
+}
+
+// ---- 5. Sequence numbers across 2^32 ----
+
+// RFC 6528's ISN is a 4 µs clock plus a keyed hash of the 4-tuple. A probe stack with the same
+// seed tells the hash for a fixed 4-tuple; the clock is then moved to where A's ISS falls 3 MiB
+// below 2^32, so that the transfer crosses the wrap (with loss, so retransmissions, duplicate
+// ACKs and reassembly all straddle it).
+TEST(TcpSim, TransferAcrossSequenceWrapUnderLoss) {
+  constexpr uint16_t kClientPort = 40000;
+  constexpr uint32_t kBeforeWrap = 3 * kMiB;
+  for (uint64_t seed : seeds({1, 2, 3})) {
+    SCOPED_TRACE(replay("sequence wrap, loss 1%", seed));
+    uint32_t hash_part;
+    {
+      TcpSim probe(seed);
+      tcp::PortBinding bound;
+      ASSERT_EQ(probe.a().tcp().bind(bound, Ipv4Addr::any(), kClientPort), 0);
+      auto c = probe.connect(kServerPort, &bound);
+      probe.a().tcp().unbind(bound);
+      ASSERT_TRUE(c);
+      hash_part = c->iss().raw() - static_cast<uint32_t>(probe.now().ns() / 4000);
+    }
+    TcpSim sim(seed);
+    sim.resolve();
+    dev::Impairments imp = base_link();
+    imp.drop = 0.01;
+    imp.reorder = 0.02;
+    sim.wire().set_impairments(imp);
+    sim.listen(kServerPort);
+    const uint32_t target = static_cast<uint32_t>(0) - kBeforeWrap;
+    const int64_t tick = (sim.now().ns() + 3999) / 4000;
+    const uint32_t ahead = target - hash_part - static_cast<uint32_t>(tick);
+    sim.jump_to(Instant::from_ns((tick + ahead) * 4000));
+    tcp::PortBinding bound;
+    ASSERT_EQ(sim.a().tcp().bind(bound, Ipv4Addr::any(), kClientPort), 0);
+    auto conn = sim.connect(kServerPort, &bound);
+    sim.a().tcp().unbind(bound);
+    ASSERT_TRUE(conn);
+    ASSERT_EQ(conn->iss().raw(), target) << "the ISN is not the clock plus the 4-tuple's hash any more";
+
+    const auto a_data = make_data(seed, kBulkBytes);
+    const auto b_data = make_data(seed + 100, kMiB);
+    Peer a, b;
+    a.conn = conn;
+    a.tx = a_data;
+    a.rx_expect = b_data;
+    b.tx = b_data;
+    b.rx_expect = a_data;
+    bool a_snd_una_wrapped = false, b_rcv_nxt_wrapped = false;
+    uint32_t a_snd_una = a.conn->snd_una().raw();
+    uint32_t b_rcv_nxt = 0;
+    const bool ok = sim.run(
+        sim.now() + 120s,
+        [&](Instant now) {
+          if (!b.conn && (b.conn = sim.accept())) b_rcv_nxt = b.conn->rcv_nxt().raw();
+          a.pump(now);
+          b.pump(now);
+          a_snd_una_wrapped |= a.conn->snd_una().raw() < a_snd_una;
+          a_snd_una = a.conn->snd_una().raw();
+          if (b.conn) {
+            b_rcv_nxt_wrapped |= b.conn->rcv_nxt().raw() < b_rcv_nxt;
+            b_rcv_nxt = b.conn->rcv_nxt().raw();
+          }
+        },
+        [&] { return a.finished() && b.finished(); });
+    ASSERT_TRUE(ok) << "A read " << a.rx_done << " wrote " << a.tx_done << " " << state_name(a.conn->state())
+                    << "; B read " << b.rx_done << " " << (b.conn ? state_name(b.conn->state()) : "-");
+    EXPECT_TRUE(a_snd_una_wrapped) << "A's SND.UNA never crossed 2^32";
+    EXPECT_TRUE(b_rcv_nxt_wrapped) << "B's RCV.NXT never crossed 2^32";
+    expect_received_exactly(a, "A");
+    expect_received_exactly(b, "B");
+    EXPECT_GT(sim.wire().counters().dropped, 0u);
+    EXPECT_GT(sim.a().stats().tcp.retransmits, 0u);
+    sim.expect_no_aborts();
+    sim.expect_all_connections_go();
+  }
+}
+
+}  // namespace
+}  // namespace ustack
+namespace ustack {
+namespace {
+TEST(TcpSimDebug, Loss5) {
+  uint64_t seed = std::getenv("DBG_SEED") ? std::strtoull(std::getenv("DBG_SEED"), nullptr, 0) : 1;
+  TcpSim sim(seed);
+  sim.resolve();
+  auto imp = base_link();
+  imp.drop = 0.05;
+  sim.wire().set_impairments(imp);
+  const auto data = make_data(seed, kBulkBytes);
+  uint64_t rtos = 0;
+  Instant last = sim.now();
+  run_bulk(sim, data, {}, 200s, [&](TcpSim& s, Peer& a, Peer& b) {
+    const TcpStats& st = s.a().stats().tcp;
+    if (st.rto_timeouts != rtos) {
+      rtos = st.rto_timeouts;
+      std::printf("%10.1f ms (+%7.1f) RTO#%" PRIu64 " una=%u nxt=%u cwnd=%u ssth=%u rto=%.0f srtt=%.3f wnd=%u b_rcv_nxt=%u ooo=%d\n",
+                  ms(s.now() - Instant()), ms(s.now() - last), rtos, a.conn->snd_una().raw() - a.conn->iss().raw(),
+                  a.conn->snd_nxt().raw() - a.conn->iss().raw(), a.conn->cwnd(), a.conn->ssthresh(), ms(a.conn->rto()),
+                  ms(a.conn->rtt().srtt()), a.conn->snd_wnd(), b.conn ? b.conn->rcv_nxt().raw() - b.conn->irs().raw() : 0, 0);
+      last = s.now();
+    }
+  });
+}
+}  // namespace
+}  // namespace ustack
+namespace ustack {
+namespace {
+std::string seg_str(std::span<const uint8_t> f, uint32_t a_iss, uint32_t b_iss) {
+  if (f.size() < 14 + 20 + 20 || f[12] != 0x08 || f[13] != 0x00) return "non-ip";
+  auto ip = ip::Ipv4Repr::parse(f.subspan(14));
+  if (!ip) return "bad ip";
+  auto seg = tcp::SegmentRepr::parse(f.subspan(14 + ip->header_len, ip->payload_len), ip->src, ip->dst, false);
+  if (!seg) return "bad tcp";
+  const bool from_a = ip->src == kAddrA;
+  const uint32_t my = from_a ? a_iss : b_iss, peer = from_a ? b_iss : a_iss;
+  char buf[200];
+  std::snprintf(buf, sizeof buf, "%s seq=%u ack=%u len=%zu win=%u fl=%s%s%s%s", from_a ? "A>B" : "B>A",
+                seg->seq.raw() - my, seg->ack.raw() - peer, seg->payload.size(), seg->window,
+                (seg->flags & tcp::kSyn) ? "S" : "", (seg->flags & tcp::kFin) ? "F" : "", (seg->flags & tcp::kRst) ? "R" : "",
+                (seg->flags & tcp::kAck) ? "." : "");
+  return buf;
+}
+TEST(TcpSimDebug, Simul) {
+  uint64_t seed = std::getenv("DBG_SEED") ? std::strtoull(std::getenv("DBG_SEED"), nullptr, 0) : 1;
+  double from_ms = std::getenv("DBG_FROM") ? std::atof(std::getenv("DBG_FROM")) : 1e18;
+  TcpSim sim(seed);
+  sim.resolve();
+  sim.wire().set_impairments(close_test_link());
+  sim.listen(kServerPort);
+  const auto a_data = make_data(seed, 256 * kKiB);
+  const auto b_data = make_data(seed + 100, 256 * kKiB);
+  Peer a, b;
+  a.conn = sim.connect(kServerPort);
+  a.tx = a_data; a.rx_expect = b_data; b.tx = b_data; b.rx_expect = a_data;
+  for (Peer* p : {&a, &b}) { p->then = Peer::Then::kNothing; p->close_at_eof = false; }
+  uint32_t a_iss = a.conn->iss().raw(), b_iss = 0;
+  auto logger = [&](std::span<const uint8_t> f) {
+    if (ms(sim.now() - Instant()) >= from_ms) std::printf("%10.3f %s\n", ms(sim.now() - Instant()), seg_str(f, a_iss, b_iss).c_str());
+  };
+  sim.wire().a().set_observer(logger);
+  sim.wire().b().set_observer(logger);
+  Instant last_print;
+  sim.run(sim.now() + 5s, [&](Instant now) {
+    if (!b.conn && (b.conn = sim.accept())) b_iss = b.conn->iss().raw();
+    a.pump(now); b.pump(now);
+    if (now - last_print >= 100ms && b.conn) {
+      last_print = now;
+      auto pr = [&](const char* n, TcpConnection& c, uint32_t my, uint32_t peer) {
+        std::printf("  %s una=%u nxt=%u rcv_nxt=%u snd_wnd=%u cwnd=%u rto=%.0f queued=%u readable=%zu\n", n, c.snd_una().raw() - my,
+                    c.snd_nxt().raw() - my, c.rcv_nxt().raw() - peer, c.snd_wnd(), c.cwnd(), ms(c.rto()), c.send_queued(), c.readable());
+      };
+      std::printf("%10.3f A read %zu B read %zu\n", ms(now - Instant()), a.rx_done, b.rx_done);
+      pr("A", *a.conn, a_iss, b_iss);
+      pr("B", *b.conn, b_iss, a_iss);
+    }
+  }, [] { return false; });
+}
+}  // namespace
+}  // namespace ustack
+namespace ustack {
+namespace {
+TEST(TcpSimDebug, Jitter) {
+  uint64_t seed = std::getenv("DBG_SEED") ? std::strtoull(std::getenv("DBG_SEED"), nullptr, 0) : 3;
+  TcpSim sim(seed);
+  sim.resolve();
+  dev::Impairments imp;
+  if (std::getenv("DBG_REORDER")) {
+    imp = base_link(); imp.reorder = 0.05; imp.reorder_delay = 1ms + std::chrono::milliseconds(seed % 3);
+  } else {
+  imp.delay = 1ms;
+  imp.jitter = 500us;
+  }
+  sim.wire().set_impairments(imp);
+  const auto data = make_data(seed, kBulkBytes);
+  int lines = 0;
+  auto logger = [&](std::span<const uint8_t> f) {
+    if (std::getenv("DBG_FRAMES") && lines++ < 400) std::printf("%10.3f %s\n", ms(sim.now() - Instant()), seg_str(f, 0, 0).c_str());
+  };
+  sim.wire().a().set_observer(logger);
+  sim.wire().b().set_observer(logger);
+  run_bulk(sim, data, {}, 200s, [&](TcpSim&, Peer& a, Peer&) { static bool once; if (!once) { once = true; std::printf("A iss %u\n", a.conn->iss().raw()); } });
+  for (Stack* s : {&sim.a(), &sim.b()}) {
+    s->stats().tcp.for_each([&](std::string_view name, uint64_t v) { if (v) std::printf("%.*s=%" PRIu64 " ", (int)name.size(), name.data(), v); });
+    std::printf("\n");
+  }
+  auto& w = sim.wire().counters();
+  std::printf("wire sent=%" PRIu64 " reordered=%" PRIu64 "\n", w.sent, w.reordered);
+}
+}  // namespace
+}  // namespace ustack
