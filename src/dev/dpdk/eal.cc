@@ -1,5 +1,7 @@
 #include "dev/dpdk/eal.h"
 
+#include <sched.h>
+
 #include <fcntl.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
@@ -165,6 +167,20 @@ Eal::~Eal() {
   }
 }
 
+// The CPUs this process may run on (its affinity: taskset narrows it), as "0,1,3".
+static std::string allowed_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return "";
+  std::string out;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (!CPU_ISSET(cpu, &set)) continue;
+    if (!out.empty()) out += ',';
+    out += std::to_string(cpu);
+  }
+  return out;
+}
+
 std::vector<std::string> eal_args(const std::string& program, const std::string& dev, const std::string& extra_eal) {
   std::vector<std::string> extra;
   {
@@ -195,6 +211,13 @@ std::vector<std::string> eal_args(const std::string& program, const std::string&
   // ("tap_mp_req_on_rxtx(): Failed to send start req to secondary"). ~Eal removes the shared
   // config files this leaves in the runtime directory.
   if (!has("--file-prefix")) args.push_back("--file-prefix=ustack-" + std::to_string(::getpid()));
+  // Without a core list EAL pins its main thread to the first CPU the process may use, so every
+  // ustack process (and whatever the scheduler puts beside it) shares that one core: measured
+  // here, a request/response run then had millisecond tails. One engine, free to run on any CPU
+  // the process may use (taskset still narrows it), until per-core engines come (USTACK_CORES).
+  if (!has("-l") && !has("-c") && !has("--lcores")) {
+    if (std::string cpus = allowed_cpus(); !cpus.empty()) args.push_back("--lcores=0@(" + cpus + ")");
+  }
   // Quiet start: EAL prints five INFO lines otherwise. The user's --log-level options come later
   // and win. (22.11's telemetry still warns "No legacy callbacks, legacy socket not created":
   // no --log-level pattern reaches its log type; only a global --log-level=error would hide it.)
