@@ -27,7 +27,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
-#include <map>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -237,8 +236,6 @@ void expect_received_exactly(const Peer& p, const char* who) {
   EXPECT_EQ(p.first_bad, SIZE_MAX) << who << ": first wrong byte at offset " << p.first_bad;
 }
 
-std::string seg_str(std::span<const uint8_t> f, uint32_t a_iss, uint32_t b_iss);
-
 // ---- Two stacks on a wire ----
 
 class TcpSim {
@@ -408,6 +405,7 @@ BulkResult run_bulk(TcpSim& sim, std::span<const uint8_t> a_data, std::span<cons
                                 << (b.conn ? state_name(b.conn->state()) : "not accepted");
   if (!b.conn) return result;
   result.elapsed = std::max(a.last_rx, b.last_rx) - start;
+  EXPECT_EQ(a.error, 0);
   if (!b_data.empty() || a.then != Peer::Then::kClose) expect_received_exactly(a, "A");
   expect_received_exactly(b, "B");
   for (const Peer* p : {&a, &b}) {
@@ -548,11 +546,14 @@ std::vector<Condition> conditions() {
                     return imp;
                   },
                   [](TcpSim&) {}});
-  list.push_back({"rate 100 Mbit/s, 20-frame queue",
-                  [](uint64_t) {
+  list.push_back({"rate 100 Mbit/s, 16-28 frame queue",
+                  [](uint64_t seed) {
                     auto imp = base_link();
                     imp.rate_bytes_per_s = 12'500'000;
-                    imp.queue_limit = 20;
+                    // Less than the 45 frames of a 64 KiB window: slow start overflows it. The
+                    // queue's size and a little jitter vary with the seed (the rest would not).
+                    imp.queue_limit = 16 + 4 * (seed % 4);
+                    imp.jitter = 20us;
                     return imp;
                   },
                   [=](TcpSim& sim) {
@@ -563,7 +564,7 @@ std::vector<Condition> conditions() {
 }
 
 TEST(TcpSim, ImpairedWireTransfersEveryByteAndClosesCleanly) {
-  const auto data_seeds = seeds({1, 2, 3});
+  const auto data_seeds = seeds({1, 2, 3, 4, 5});
   for (const Condition& condition : conditions()) {
     for (uint64_t seed : data_seeds) {
       SCOPED_TRACE(replay(condition.name, seed));
@@ -575,7 +576,7 @@ TEST(TcpSim, ImpairedWireTransfersEveryByteAndClosesCleanly) {
       if (!r.completed) continue;
       condition.check(sim);
       const TcpStats& tx = sim.a().stats().tcp;
-      std::printf("[ TcpSim   ] %-32s seed %" PRIu64 ": %zu MiB in %8.1f ms = %6.1f Mbit/s; %" PRIu64
+      std::printf("[ TcpSim   ] %-34s seed %" PRIu64 ": %zu MiB in %8.1f ms = %6.1f Mbit/s; %" PRIu64
                   " retransmits (%" PRIu64 " fast, %" PRIu64 " RTO)\n",
                   condition.name.c_str(), seed, data.size() / kMiB, ms(r.elapsed), mbit_per_s(data.size(), r.elapsed),
                   tx.retransmits.get(), tx.fast_retransmits.get(), tx.rto_timeouts.get());
@@ -620,7 +621,7 @@ TEST(TcpSim, SameSeedReplaysExactly) {
 
 TEST(TcpSim, ManyShortEchoConnectionsUnderLossLeakNothing) {
   constexpr size_t kConnections = 200;
-  for (uint64_t seed : seeds({1, 2})) {
+  for (uint64_t seed : seeds({1, 2, 3})) {
     SCOPED_TRACE(replay("200 echo connections, loss 1%", seed));
     TcpSim sim(seed);
     sim.resolve();
@@ -629,19 +630,6 @@ TEST(TcpSim, ManyShortEchoConnectionsUnderLossLeakNothing) {
     sim.wire().set_impairments(imp);
     sim.listen(kServerPort, 256);
 
-    std::map<uint16_t, std::vector<std::string>> dbg_log;
-    if (std::getenv("DBG_LOG")) {
-      auto logger = [&](std::span<const uint8_t> f) {
-        if (f.size() < 14 + 20 + 20 || f[12] != 0x08) return;
-        const uint16_t sport = load_be16(f.data() + 34), dport = load_be16(f.data() + 36);
-        const uint16_t port = sport == kServerPort ? dport : sport;
-        char t[32];
-        std::snprintf(t, sizeof t, "%10.3f ", ms(sim.now() - Instant()));
-        dbg_log[port].push_back(t + seg_str(f, 0, 0));
-      };
-      sim.wire().a().set_observer(logger);
-      sim.wire().b().set_observer(logger);
-    }
     Rng sizes(seed);
     std::vector<std::vector<uint8_t>> data(kConnections);
     for (size_t i = 0; i < kConnections; ++i) data[i] = make_data(seed * 1000 + i, 1 + sizes.below(64 * kKiB));
@@ -649,7 +637,8 @@ TEST(TcpSim, ManyShortEchoConnectionsUnderLossLeakNothing) {
     std::vector<Peer> servers;
     servers.reserve(kConnections);
     size_t opened = 0;
-    Instant next_open = sim.now();
+    const Instant start = sim.now();
+    Instant next_open = start;
     // One new connection every 100 µs: many run at once, all in different phases.
     const bool ok = sim.run(
         sim.now() + 120s,
@@ -688,7 +677,7 @@ TEST(TcpSim, ManyShortEchoConnectionsUnderLossLeakNothing) {
                     << std::count_if(servers.begin(), servers.end(), [](const Peer& p) { return !p.finished(); });
     std::printf("[ TcpSim   ] 200 echo connections, loss 1%%, seed %" PRIu64 ": done in %.1f ms simulated, %" PRIu64
                 " retransmits\n",
-                seed, ms(sim.now() - Instant()), sim.a().stats().tcp.retransmits + sim.b().stats().tcp.retransmits);
+                seed, ms(sim.now() - start), sim.a().stats().tcp.retransmits + sim.b().stats().tcp.retransmits);
     EXPECT_GT(sim.wire().counters().dropped, 0u);
     for (size_t i = 0; i < kConnections; ++i) {
       SCOPED_TRACE("client " + std::to_string(i));
@@ -696,13 +685,16 @@ TEST(TcpSim, ManyShortEchoConnectionsUnderLossLeakNothing) {
       // The client's FIN went first: TIME-WAIT (or CLOSED, by a RST answering a stray ACK).
       EXPECT_TRUE(final_state(*clients[i].conn)) << state_name(clients[i].conn->state());
       EXPECT_EQ(clients[i].conn->pending_error(), 0);
-      if (!final_state(*clients[i].conn) && std::getenv("DBG_LOG")) {
-        for (auto& l : dbg_log[clients[i].conn->tuple().local_port]) std::printf("%s\n", l.c_str());
-      }
     }
     for (const Peer& s : servers) {
       EXPECT_EQ(s.error, 0);
       EXPECT_EQ(s.conn->state(), State::kClosed);
+    }
+    for (const std::vector<Peer>* side : {&clients, &servers}) {
+      for (const Peer& p : *side) {
+        EXPECT_EQ(p.conn->send_queued(), 0u);
+        EXPECT_EQ(p.conn->readable(), 0u);
+      }
     }
     sim.expect_no_aborts();
     EXPECT_EQ(sim.a().tcp().connections(), sim.a().tcp().time_wait_connections());
@@ -791,7 +783,7 @@ TEST(TcpSim, SimultaneousCloseUnderLossEndsInTimeWaitOnBothSides) {
 }
 
 TEST(TcpSim, HalfCloseUnderLossKeepsTheOtherDirectionFlowing) {
-  for (uint64_t seed : seeds({1, 2, 3})) {
+  for (uint64_t seed : seeds({1, 2, 3, 4, 5})) {
     SCOPED_TRACE(replay("half close, loss 5%", seed));
     TcpSim sim(seed);
     sim.resolve();
@@ -901,116 +893,5 @@ TEST(TcpSim, TransferAcrossSequenceWrapUnderLoss) {
   }
 }
 
-}  // namespace
-}  // namespace ustack
-namespace ustack {
-namespace {
-TEST(TcpSimDebug, Loss5) {
-  uint64_t seed = std::getenv("DBG_SEED") ? std::strtoull(std::getenv("DBG_SEED"), nullptr, 0) : 1;
-  TcpSim sim(seed);
-  sim.resolve();
-  auto imp = base_link();
-  imp.drop = 0.05;
-  sim.wire().set_impairments(imp);
-  const auto data = make_data(seed, kBulkBytes);
-  uint64_t rtos = 0;
-  Instant last = sim.now();
-  run_bulk(sim, data, {}, 200s, [&](TcpSim& s, Peer& a, Peer& b) {
-    const TcpStats& st = s.a().stats().tcp;
-    if (st.rto_timeouts != rtos) {
-      rtos = st.rto_timeouts;
-      std::printf("%10.1f ms (+%7.1f) RTO#%" PRIu64 " una=%u nxt=%u cwnd=%u ssth=%u rto=%.0f srtt=%.3f wnd=%u b_rcv_nxt=%u ooo=%d\n",
-                  ms(s.now() - Instant()), ms(s.now() - last), rtos, a.conn->snd_una().raw() - a.conn->iss().raw(),
-                  a.conn->snd_nxt().raw() - a.conn->iss().raw(), a.conn->cwnd(), a.conn->ssthresh(), ms(a.conn->rto()),
-                  ms(a.conn->rtt().srtt()), a.conn->snd_wnd(), b.conn ? b.conn->rcv_nxt().raw() - b.conn->irs().raw() : 0, 0);
-      last = s.now();
-    }
-  });
-}
-}  // namespace
-}  // namespace ustack
-namespace ustack {
-namespace {
-std::string seg_str(std::span<const uint8_t> f, uint32_t a_iss, uint32_t b_iss) {
-  if (f.size() < 14 + 20 + 20 || f[12] != 0x08 || f[13] != 0x00) return "non-ip";
-  auto ip = ip::Ipv4Repr::parse(f.subspan(14));
-  if (!ip) return "bad ip";
-  auto seg = tcp::SegmentRepr::parse(f.subspan(14 + ip->header_len, ip->payload_len), ip->src, ip->dst, false);
-  if (!seg) return "bad tcp";
-  const bool from_a = ip->src == kAddrA;
-  const uint32_t my = from_a ? a_iss : b_iss, peer = from_a ? b_iss : a_iss;
-  char buf[200];
-  std::snprintf(buf, sizeof buf, "%s seq=%u ack=%u len=%zu win=%u fl=%s%s%s%s", from_a ? "A>B" : "B>A",
-                seg->seq.raw() - my, seg->ack.raw() - peer, seg->payload.size(), seg->window,
-                (seg->flags & tcp::kSyn) ? "S" : "", (seg->flags & tcp::kFin) ? "F" : "", (seg->flags & tcp::kRst) ? "R" : "",
-                (seg->flags & tcp::kAck) ? "." : "");
-  return buf;
-}
-TEST(TcpSimDebug, Simul) {
-  uint64_t seed = std::getenv("DBG_SEED") ? std::strtoull(std::getenv("DBG_SEED"), nullptr, 0) : 1;
-  double from_ms = std::getenv("DBG_FROM") ? std::atof(std::getenv("DBG_FROM")) : 1e18;
-  TcpSim sim(seed);
-  sim.resolve();
-  sim.wire().set_impairments(close_test_link());
-  sim.listen(kServerPort);
-  const auto a_data = make_data(seed, 256 * kKiB);
-  const auto b_data = make_data(seed + 100, 256 * kKiB);
-  Peer a, b;
-  a.conn = sim.connect(kServerPort);
-  a.tx = a_data; a.rx_expect = b_data; b.tx = b_data; b.rx_expect = a_data;
-  for (Peer* p : {&a, &b}) { p->then = Peer::Then::kNothing; p->close_at_eof = false; }
-  uint32_t a_iss = a.conn->iss().raw(), b_iss = 0;
-  auto logger = [&](std::span<const uint8_t> f) {
-    if (ms(sim.now() - Instant()) >= from_ms) std::printf("%10.3f %s\n", ms(sim.now() - Instant()), seg_str(f, a_iss, b_iss).c_str());
-  };
-  sim.wire().a().set_observer(logger);
-  sim.wire().b().set_observer(logger);
-  Instant last_print;
-  sim.run(sim.now() + 5s, [&](Instant now) {
-    if (!b.conn && (b.conn = sim.accept())) b_iss = b.conn->iss().raw();
-    a.pump(now); b.pump(now);
-    if (now - last_print >= 100ms && b.conn) {
-      last_print = now;
-      auto pr = [&](const char* n, TcpConnection& c, uint32_t my, uint32_t peer) {
-        std::printf("  %s una=%u nxt=%u rcv_nxt=%u snd_wnd=%u cwnd=%u rto=%.0f queued=%u readable=%zu\n", n, c.snd_una().raw() - my,
-                    c.snd_nxt().raw() - my, c.rcv_nxt().raw() - peer, c.snd_wnd(), c.cwnd(), ms(c.rto()), c.send_queued(), c.readable());
-      };
-      std::printf("%10.3f A read %zu B read %zu\n", ms(now - Instant()), a.rx_done, b.rx_done);
-      pr("A", *a.conn, a_iss, b_iss);
-      pr("B", *b.conn, b_iss, a_iss);
-    }
-  }, [] { return false; });
-}
-}  // namespace
-}  // namespace ustack
-namespace ustack {
-namespace {
-TEST(TcpSimDebug, Jitter) {
-  uint64_t seed = std::getenv("DBG_SEED") ? std::strtoull(std::getenv("DBG_SEED"), nullptr, 0) : 3;
-  TcpSim sim(seed);
-  sim.resolve();
-  dev::Impairments imp;
-  if (std::getenv("DBG_REORDER")) {
-    imp = base_link(); imp.reorder = 0.05; imp.reorder_delay = 1ms + std::chrono::milliseconds(seed % 3);
-  } else {
-  imp.delay = 1ms;
-  imp.jitter = 500us;
-  }
-  sim.wire().set_impairments(imp);
-  const auto data = make_data(seed, kBulkBytes);
-  int lines = 0;
-  auto logger = [&](std::span<const uint8_t> f) {
-    if (std::getenv("DBG_FRAMES") && lines++ < 400) std::printf("%10.3f %s\n", ms(sim.now() - Instant()), seg_str(f, 0, 0).c_str());
-  };
-  sim.wire().a().set_observer(logger);
-  sim.wire().b().set_observer(logger);
-  run_bulk(sim, data, {}, 200s, [&](TcpSim&, Peer& a, Peer&) { static bool once; if (!once) { once = true; std::printf("A iss %u\n", a.conn->iss().raw()); } });
-  for (Stack* s : {&sim.a(), &sim.b()}) {
-    s->stats().tcp.for_each([&](std::string_view name, uint64_t v) { if (v) std::printf("%.*s=%" PRIu64 " ", (int)name.size(), name.data(), v); });
-    std::printf("\n");
-  }
-  auto& w = sim.wire().counters();
-  std::printf("wire sent=%" PRIu64 " reordered=%" PRIu64 "\n", w.sent, w.reordered);
-}
 }  // namespace
 }  // namespace ustack
