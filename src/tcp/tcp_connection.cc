@@ -82,6 +82,7 @@ void TcpConnection::open_active(Instant now, SeqNum iss) {
   recover_ = iss;  // RFC 6582 §3.2 step 1 (a default of 0 blocked fast retransmit for half the ISSs)
   tx_.reset(iss + 1);
   last_receive_ = last_send_ = now;
+  last_invalid_ack_ = now - layer_.config().invalid_ack_interval;  // the first one is answered
   set_state(State::kSynSent);
   send_syn(now);
   arm_retransmit(now);
@@ -103,6 +104,7 @@ void TcpConnection::open_passive(Instant now, SeqNum iss, const SegmentRepr& syn
   snd_wl1_ = syn.seq;
   snd_wl2_ = iss;
   last_receive_ = last_send_ = now;
+  last_invalid_ack_ = now - layer_.config().invalid_ack_interval;
   set_state(State::kSynReceived);
   send_syn(now);
   arm_retransmit(now);

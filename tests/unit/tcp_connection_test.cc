@@ -1106,7 +1106,7 @@ TEST(TcpReceiveQueue, ReassemblesAcrossTheWrap) {
 // Timestamps and PAWS (RFC 7323).
 // ============================================================================================
 
-class TcpPawsTest : public TcpPeerTest {
+class TcpPaws : public TcpPeerTest {
  protected:
   /// A passive open with timestamps; the peer's clock is at `tsval_` and ours echoed.
   std::shared_ptr<TcpConnection> establish_with_timestamps() {
@@ -1115,7 +1115,7 @@ class TcpPawsTest : public TcpPeerTest {
   }
 };
 
-TEST_F(TcpPawsTest, SegmentsEchoTheNewestTsval) {
+TEST_F(TcpPaws, SegmentsEchoTheNewestTsval) {
   listen();
   deliver({.flags = kSyn, .seq = kPeerIss, .options = linux_syn(1000)});
   const SentSegment syn_ack = expect_sent({.flags = kSyn | kAck, .ack = kPeerIss + 1});
@@ -1136,7 +1136,7 @@ TEST_F(TcpPawsTest, SegmentsEchoTheNewestTsval) {
   EXPECT_EQ(ack.options.timestamps->value, our_ts + 5) << "our clock ticks in milliseconds";
 }
 
-TEST_F(TcpPawsTest, OldTsvalIsDroppedAndAcked) {
+TEST_F(TcpPaws, OldTsvalIsDroppedAndAcked) {
   auto c = establish_with_timestamps();
   ASSERT_TRUE(c);
   deliver({.seq = kPeerIss + 1, .ack = iss_ + 1, .options = ts(2000, 0), .payload = "new"});
@@ -1153,7 +1153,7 @@ TEST_F(TcpPawsTest, OldTsvalIsDroppedAndAcked) {
   expect_sent({.flags = kAck, .ack = kPeerIss + 7});
 }
 
-TEST_F(TcpPawsTest, RstWithAnOldTsvalIsNotDroppedByPaws) {
+TEST_F(TcpPaws, RstWithAnOldTsvalIsNotDroppedByPaws) {
   auto c = establish_with_timestamps();
   ASSERT_TRUE(c);
   deliver({.seq = kPeerIss + 1, .ack = iss_ + 1, .options = ts(2000, 0), .payload = "new"});
@@ -1212,7 +1212,6 @@ TEST_F(TcpBlindAttack, SynInEstablishedGetsAChallengeAck) {
 TEST_F(TcpBlindAttack, OutOfWindowDataGetsADuplicateAck) {
   auto c = establish_passive();
   ASSERT_TRUE(c);
-  advance(10s);  // the invalid-ACK limiter counts from time zero
   deliver({.seq = kPeerIss + 1 + 70000, .ack = iss_ + 1, .payload = "far"});
   expect_sent({.flags = kAck, .seq = iss_ + 1, .ack = kPeerIss + 1});
   deliver({.seq = kPeerIss - 100, .ack = iss_ + 1, .payload = "old"});
