@@ -165,7 +165,16 @@ void TcpConnection::syn_sent_input(Instant now, const SegmentRepr& seg, Packet& 
 bool TcpConnection::paws_reject(Instant now, const SegmentRepr& seg) const {
   if (!ts_enabled_ || !seg.options.timestamps || (seg.flags & kRst)) return false;
   if (now - ts_recent_stamp_ > kPawsIdle) return false;
-  return static_cast<int32_t>(seg.options.timestamps->value - ts_recent_) < 0;
+  const uint32_t tsval = seg.options.timestamps->value;
+  if (static_cast<int32_t>(tsval - ts_recent_) >= 0) return false;
+  // Linux's tcp_disordered_ack(): a duplicate pure ACK that the network reordered behind a newer
+  // segment is no old duplicate of another incarnation; dropping it would hide duplicate ACKs from
+  // fast retransmit. It must change nothing (sequence, ACK, window) and be younger than an RTO.
+  const bool pure_duplicate_ack = (seg.flags & (kAck | kSyn | kFin)) == kAck && seg.payload.empty() &&
+                                  seg.seq == rcv_nxt_ && seg.ack == snd_una_ &&
+                                  (static_cast<uint32_t>(seg.window) << snd_wscale_) == snd_wnd_;
+  const auto rto_ms = static_cast<uint32_t>(std::chrono::duration_cast<std::chrono::milliseconds>(rtt_.rto()).count());
+  return !(pure_duplicate_ack && ts_recent_ - tsval <= rto_ms);
 }
 
 bool TcpConnection::acceptable(const SegmentRepr& seg) const {

@@ -1153,6 +1153,21 @@ TEST_F(TcpPaws, OldTsvalIsDroppedAndAcked) {
   expect_sent({.flags = kAck, .ack = kPeerIss + 7});
 }
 
+TEST_F(TcpPaws, ReorderedDuplicateAckWithAnOlderTsvalIsNotDropped) {
+  auto c = establish_with_timestamps();
+  ASSERT_TRUE(c);
+  deliver({.seq = kPeerIss + 1, .ack = iss_ + 1, .options = ts(2000, 0), .payload = "new"});
+  expect_sent({.flags = kAck, .ack = kPeerIss + 4});
+  // Linux's tcp_disordered_ack(): a pure duplicate ACK overtaken by a newer segment passes PAWS.
+  deliver({.seq = kPeerIss + 4, .ack = iss_ + 1, .options = ts(1990, 0)});
+  expect_nothing_sent();
+  EXPECT_EQ(stats().paws_rejected, 0u);
+  // One that is older than an RTO is an old duplicate after all.
+  deliver({.seq = kPeerIss + 4, .ack = iss_ + 1, .options = ts(1000, 0)});
+  expect_sent({.flags = kAck, .ack = kPeerIss + 4});
+  EXPECT_EQ(stats().paws_rejected, 1u);
+}
+
 TEST_F(TcpPaws, RstWithAnOldTsvalIsNotDroppedByPaws) {
   auto c = establish_with_timestamps();
   ASSERT_TRUE(c);
