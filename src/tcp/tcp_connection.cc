@@ -54,9 +54,13 @@ TcpConnection::TcpConnection(TcpLayer& layer, const FourTuple& tuple, const ip::
       rtx_timer_(this, reinterpret_cast<void*>(kRetransmitTimer)),
       delack_timer_(this, reinterpret_cast<void*>(kDelayedAckTimer)),
       keepalive_timer_(this, reinterpret_cast<void*>(kKeepaliveTimer)) {
-  // RFC 7323 §2.3: the shift that lets our largest buffer's window fit in 16 bits.
-  const size_t max_window = layer.config().max_buffer / 2;
-  while (rcv_wscale_ < 14 && (size_t{65535} << rcv_wscale_) < max_window) ++rcv_wscale_;
+  // RFC 7323 §2.3: the shift our largest buffer needs, computed as Linux does
+  // (tcp_select_initial_window: ilog2 of the largest buffer, less 15, at most 14), so that a peer
+  // sees the same window scale from us as from a Linux host with the same tcp_rmem[2].
+  size_t space = layer.config().max_buffer;
+  int log2 = 0;
+  while (space >>= 1) ++log2;
+  rcv_wscale_ = static_cast<uint8_t>(std::clamp(log2 - 15, 0, 14));
   ts_offset_ = static_cast<uint32_t>(layer.rng().next());
   compute_mss();
   cc_ = make_congestion_control(layer.config().congestion, snd_mss_, layer.config().initial_cwnd_segments);

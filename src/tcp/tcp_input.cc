@@ -72,14 +72,6 @@ void TcpConnection::segment_arrives(Instant now, const SegmentRepr& seg, Packet 
     send_ack(now);
     return;
   }
-  // RFC 7323 §4.3 (2): remember the peer's timestamp to echo it.
-  if (ts_enabled_ && seg.options.timestamps && seg.seq <= last_ack_sent_) {
-    const uint32_t tsval = seg.options.timestamps->value;
-    if (static_cast<int32_t>(tsval - ts_recent_) >= 0) {
-      ts_recent_ = tsval;
-      ts_recent_stamp_ = now;
-    }
-  }
   // second: the RST bit (RFC 5961 §3.2).
   if (seg.flags & kRst) {
     reset_input(now, seg);
@@ -93,6 +85,16 @@ void TcpConnection::segment_arrives(Instant now, const SegmentRepr& seg, Packet 
   // fifth: the ACK field.
   if (!(seg.flags & kAck)) return;
   if (!ack_input(now, seg)) return;
+  // RFC 7323 §4.3 (2): remember the peer's timestamp to echo it; only once the ACK proved
+  // acceptable (Linux's order), so that a forged segment cannot move TS.Recent ahead and make
+  // PAWS drop the real peer's segments.
+  if (ts_enabled_ && seg.options.timestamps && seg.seq <= last_ack_sent_) {
+    const uint32_t tsval = seg.options.timestamps->value;
+    if (static_cast<int32_t>(tsval - ts_recent_) >= 0) {
+      ts_recent_ = tsval;
+      ts_recent_stamp_ = now;
+    }
+  }
   // seventh: the segment text; eighth: the FIN bit. data_input() reads last_receive_ (quick-ack
   // mode after an idle spell), so it moves only afterwards.
   data_input(now, seg, payload);

@@ -44,8 +44,9 @@ bool TcpLayer::port_conflicts(const PortBinding& b, Ipv4Addr addr, uint16_t port
   for (const PortBinding* other : it->second) {
     if (other == &b || !overlaps(other->addr, addr)) continue;
     // Linux's inet_csk_bind_conflict(): SO_REUSEADDR on both sides shares a port with anything
-    // but a listener (TIME-WAIT included); SO_REUSEPORT on both shares it with anything.
-    if (b.reuse_addr && other->reuse_addr && !other->listening && !b.listening) continue;
+    // but a listener (TIME-WAIT included), also when `b` is about to listen (only the other
+    // socket's state counts); SO_REUSEPORT on both shares it with anything.
+    if (b.reuse_addr && other->reuse_addr && !other->listening) continue;
     if (b.reuse_addr && other->reuse_addr && other->time_wait) continue;
     if (b.reuse_port && other->reuse_port) continue;
     return true;

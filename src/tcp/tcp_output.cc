@@ -37,10 +37,12 @@ TcpOptions TcpConnection::segment_options(Instant now, bool syn) const {
 
 uint32_t TcpConnection::receive_space() const {
   // Like Linux with tcp_adv_win_scale = 1: half the buffer is window, half is the overhead of
-  // the buffers that carry it.
+  // the buffers that carry it. No more than the header can say with our scale.
   const size_t limit = options_.rcvbuf / 2;
   const size_t held = rx_.readable();
-  return held >= limit ? 0 : static_cast<uint32_t>(limit - held);
+  const size_t space = held >= limit ? 0 : limit - held;
+  const size_t most = state_ == State::kSynSent || state_ == State::kSynReceived ? 65535 : size_t{65535} << rcv_wscale_;
+  return static_cast<uint32_t>(std::min(space, most));
 }
 
 uint16_t TcpConnection::window_field() {

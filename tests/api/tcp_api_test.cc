@@ -162,6 +162,19 @@ TEST(TcpApi, BindToAPortInUseIsEaddrinuse) {
   EXPECT_ERRNO(ustack::bind(reuse.fd(), sa(same), sizeof same), EADDRINUSE);
 }
 
+// Linux's inet_csk_bind_conflict(): two SO_REUSEADDR sockets may share a port while neither
+// listens; the first to listen gets it, the second listen() is refused.
+TEST(TcpApi, TwoReuseAddrSocketsShareAPortUntilOneListens) {
+  Tcp first, second;
+  ASSERT_EQ(set_int_opt(first.fd(), SOL_SOCKET, SO_REUSEADDR, 1), 0);
+  ASSERT_EQ(set_int_opt(second.fd(), SOL_SOCKET, SO_REUSEADDR, 1), 0);
+  const uint16_t port = bind_loopback(first);
+  sockaddr_in same = loopback(port);
+  ASSERT_EQ(ustack::bind(second.fd(), sa(same), sizeof same), 0) << std::strerror(errno);
+  EXPECT_EQ(ustack::listen(first.fd(), 1), 0) << std::strerror(errno);
+  EXPECT_ERRNO(ustack::listen(second.fd(), 1), EADDRINUSE);
+}
+
 TEST(TcpApi, BindAddressErrors) {
   Tcp s;
   sockaddr_in a = loopback(0);

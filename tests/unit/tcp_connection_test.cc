@@ -104,8 +104,8 @@ TEST_F(TcpHandshake, OurSynOffersEveryOption) {
   advance(1s);
   const SentSegment syn = expect_sent({.flags = kSyn, .seq = iss_, .window = 65535});
   EXPECT_EQ(syn.options.mss, std::optional<uint16_t>(kMss));
-  // RFC 7323 §2.3: the shift that lets max_buffer / 2 (3 MiB) fit in 16 bits is 6.
-  EXPECT_EQ(syn.options.window_scale, std::optional<uint8_t>(6));
+  // Linux's rule (tcp_select_initial_window): ilog2(max_buffer = 6 MiB) - 15 = 7.
+  EXPECT_EQ(syn.options.window_scale, std::optional<uint8_t>(7));
   EXPECT_TRUE(syn.options.sack_permitted);
   ASSERT_TRUE(syn.options.timestamps);
   EXPECT_EQ(syn.options.timestamps->echo_reply, 0u);
@@ -1320,18 +1320,18 @@ TEST_F(TcpOptionsTest, WindowScaleWhenBothSidesSendIt) {
   listen();
   deliver({.flags = kSyn, .seq = kPeerIss, .window = 1000, .options = syn});
   const SentSegment syn_ack = expect_sent({.flags = kSyn | kAck, .window = 65535});  // never scaled in a SYN
-  EXPECT_EQ(syn_ack.options.window_scale, std::optional<uint8_t>(6));
+  EXPECT_EQ(syn_ack.options.window_scale, std::optional<uint8_t>(7));
   iss_ = syn_ack.seq;
   // The peer's window field, from now on, is in units of 2^7.
   deliver({.seq = kPeerIss + 1, .ack = iss_ + 1, .window = 100});
   auto c = listener_->accept();
   ASSERT_TRUE(c);
   EXPECT_EQ(c->snd_wscale(), 7);
-  EXPECT_EQ(c->rcv_wscale(), 6);
+  EXPECT_EQ(c->rcv_wscale(), 7);
   EXPECT_EQ(c->snd_wnd(), 12800u);
-  // Ours is in units of 2^6: 64 KiB of receive space is 1024.
+  // Ours is in units of 2^7: 64 KiB of receive space is 512.
   deliver({.seq = kPeerIss + 1, .ack = iss_ + 1, .window = 100, .payload = "x"});
-  expect_sent({.flags = kAck, .ack = kPeerIss + 2, .window = 1024});  // 65534 rounded up
+  expect_sent({.flags = kAck, .ack = kPeerIss + 2, .window = 512});  // 65534 rounded up
   // What we send keeps to the scaled window: 12800 bytes is eight full segments and 1120
   // bytes, too little to send alone (SWS avoidance).
   send(*c, Payload(pattern(20000)));
@@ -1371,11 +1371,11 @@ TEST_F(TcpOptionsTest, ActiveOpenTakesEveryOptionTheSynAckHas) {
   TcpOptions o = linux_syn(5000);
   o.timestamps = TcpOptions::Timestamps{5000, our_tsval_};
   deliver({.flags = kSyn | kAck, .seq = kPeerIss, .ack = iss_ + 1, .window = 65535, .options = o});
-  const SentSegment ack = expect_sent({.flags = kAck, .ack = kPeerIss + 1, .window = 1024});
+  const SentSegment ack = expect_sent({.flags = kAck, .ack = kPeerIss + 1, .window = 512});
   ASSERT_TRUE(ack.options.timestamps);
   EXPECT_EQ(ack.options.timestamps->echo_reply, 5000u);
   EXPECT_EQ(c->snd_wscale(), 7);
-  EXPECT_EQ(c->rcv_wscale(), 6);
+  EXPECT_EQ(c->rcv_wscale(), 7);
   EXPECT_TRUE(c->timestamps());
   EXPECT_TRUE(c->sack_permitted());
 }
@@ -1454,6 +1454,19 @@ TEST_F(TcpReceiveWindow, FollowsFreeSpaceAndTheRightEdgeNeverMovesLeft) {
   // Reading everything: the whole window again.
   read(*c);
   expect_sent({.flags = kAck, .ack = p, .window = 8192});
+}
+
+TEST_F(TcpReceiveWindow, NoUpdateWhenTheWindowIsAlreadyAsLargeAsTheHeaderCanSay) {
+  // Without window scaling the field tops out at 65535: freeing more of a large buffer cannot
+  // widen it, and an ACK per read would look like a duplicate ACK to the sender (packetdrill
+  // found it).
+  listen_options_.rcvbuf = 1 << 20;
+  auto c = establish_passive();  // mss_only(): no window scale
+  ASSERT_TRUE(c);
+  deliver({.seq = kPeerIss + 1, .ack = iss_ + 1, .payload = Payload(pattern(kMss))});
+  expect_sent({.flags = kAck, .ack = kPeerIss + 1 + kMss, .window = 65535});
+  EXPECT_EQ(read(*c).size(), kMss);
+  expect_nothing_sent();
 }
 
 TEST_F(TcpReceiveWindow, DataBeyondTheWindowIsTrimmed) {
