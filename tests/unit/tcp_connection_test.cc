@@ -1168,6 +1168,19 @@ TEST_F(TcpPaws, ReorderedDuplicateAckWithAnOlderTsvalIsNotDropped) {
   EXPECT_EQ(stats().paws_rejected, 1u);
 }
 
+TEST_F(TcpPaws, TsRecentIsNotTakenFromASegmentWithAnUnacceptableAck) {
+  // Linux's order (and packetdrill's ts_recent/invalid_ack.pkt): a forged segment whose ACK is for
+  // data never sent must not move TS.Recent ahead, or PAWS would then drop the real peer.
+  auto c = establish_with_timestamps();
+  ASSERT_TRUE(c);
+  deliver({.seq = kPeerIss + 1, .ack = iss_ + 1000, .options = ts(200000, 0)});
+  expect_sent({.flags = kAck, .ack = kPeerIss + 1});
+  deliver({.seq = kPeerIss + 1, .ack = iss_ + 1, .options = ts(2000, 0), .payload = "ok"});
+  expect_sent({.flags = kAck, .ack = kPeerIss + 3});
+  EXPECT_EQ(stats().paws_rejected, 0u);
+  EXPECT_EQ(show(read(*c)), "\"ok\"");
+}
+
 TEST_F(TcpPaws, RstWithAnOldTsvalIsNotDroppedByPaws) {
   auto c = establish_with_timestamps();
   ASSERT_TRUE(c);
