@@ -36,7 +36,6 @@
 set -euo pipefail
 
 BUILD=${1:-${USTACK_BUILD:-/work/main/build}}
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PY=/usr/bin/python3            # Debian's python3 (http.server, the pattern, JSON parsing)
 USTACK_IP=198.18.0.2
 KERNEL_IP=198.18.0.1
@@ -77,7 +76,6 @@ NS_B="ustk-iop-$RUN_ID-b"
 NAMESPACES=()
 TMP=$(mktemp -d /tmp/ustk-interop.XXXXXX)
 PIDS=()        # long-running processes started here (servers), stopped by PID at exit
-USTACK_PIDS=() # those of them on ustack (their DPDK runtime dir goes if they die uncleanly)
 FAILED=0
 RESULTS=()     # "case|result|seconds|throughput"
 T_START=$SECONDS
@@ -114,7 +112,12 @@ cleanup() {
     done
   fi
   local ns
-  for ns in "${NAMESPACES[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+  for ns in "${NAMESPACES[@]}"; do
+    # Whatever is still running in our namespaces was started by this run (socat's per-connection
+    # children, say, which stopping the listener does not end).
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill -KILL 2>/dev/null
+    ip netns del "$ns" 2>/dev/null || true
+  done
   rm -rf -- "$TMP"
   exit "$rc"
 }
@@ -356,7 +359,10 @@ start_kernel_server() {
   PIDS+=("$!")
 }
 start_kernel_server echo-server-kernel "$BUILD/epoll-server" --stack kernel --port "$ECHO_PORT"
-start_kernel_server socat-echo socat "TCP-LISTEN:$SOCAT_PORT,fork,reuseaddr,backlog=128" PIPE
+# -b 4096: socat echoes through one pipe it both writes and reads; with its default 8 KiB block it
+# can block writing 8 KiB into a pipe that select() called writable with only PIPE_BUF (4 KiB)
+# free, and then nobody drains the pipe (a slow reader on the TCP side fills it): socat hangs.
+start_kernel_server socat-echo socat -b 4096 "TCP-LISTEN:$SOCAT_PORT,fork,reuseaddr,backlog=128" PIPE
 mkdir "$TMP/www"
 head -c 10000000 /dev/urandom >"$TMP/www/file.bin"
 start_kernel_server python-http "$PY" -m http.server "$PYHTTP_PORT" --bind 0.0.0.0 --directory "$TMP/www"
