@@ -272,7 +272,10 @@ void TcpConnection::schedule_ack(Instant now, const SegmentRepr& seg) {
     ack_now_ = true;
     return;
   }
-  if (unacked >= 2 * full) {
+  // Linux's __tcp_ack_snd_check(): more than one full segment's worth, not two whole ones: a
+  // burst that ends in a short segment is ACKed at once instead of waiting for the timer, while
+  // the sender's tail-loss probe (about 2 RTTs) would resend it.
+  if (unacked > full) {
     ack_now_ = true;
     return;
   }

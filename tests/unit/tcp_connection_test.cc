@@ -870,6 +870,17 @@ TEST_F(TcpDelayedAckNoQuick, SecondFullSegmentIsAckedAtOnce) {
   expect_nothing_sent();  // the delayed ACK went with it
 }
 
+TEST_F(TcpDelayedAckNoQuick, AFullAndAShortSegmentAreAckedAtOnce) {
+  // Linux's rule: more than one full segment's worth unacknowledged. Holding this ACK for the
+  // timer made Linux senders resend the burst's tail (their tail-loss probe fires first).
+  auto c = establish_passive();
+  ASSERT_TRUE(c);
+  deliver({.seq = kPeerIss + 1, .ack = iss_ + 1, .payload = Payload(pattern(kMss))});
+  expect_nothing_sent();
+  deliver({.seq = kPeerIss + 1 + kMss, .ack = iss_ + 1, .payload = Payload(pattern(416))});
+  expect_sent({.flags = kAck, .ack = kPeerIss + 1 + kMss + 416});
+}
+
 TEST_F(TcpDelayedAckNoQuick, DataWeSendCarriesThePendingAck) {
   auto c = establish_passive();
   ASSERT_TRUE(c);
