@@ -206,7 +206,7 @@ class TcpConnection final : public AgeList<TcpConnection>::Hook, private TimerCl
   void send_challenge_ack(Instant now);
   void send_reset(Instant now);
   void retransmit_head(Instant now);
-  void schedule_ack(Instant now, const SegmentRepr& seg);
+  void schedule_ack(Instant now);
   uint16_t window_field();
   uint32_t receive_space() const;
   bool window_update_due() const;

@@ -387,7 +387,7 @@ void TcpConnection::data_input(Instant now, const SegmentRepr& seg, Packet& payl
       // segment for a while so that it grows its window fast.
       if (now - last_receive_ > rtt_.rto()) quick_acks_ = layer_.config().quick_acks;
       if (had_gap) ack_now_ = true;  // RFC 5681 §4.2: a segment that fills a gap is ACKed at once
-      schedule_ack(now, seg);
+      schedule_ack(now);
       if (ooo_fin_ && *ooo_fin_ == rcv_nxt_) {
         ooo_fin_.reset();
         fin_input(now);

@@ -18,7 +18,6 @@ uint32_t TcpConnection::ts_now(Instant now) const {
 
 TcpOptions TcpConnection::segment_options(Instant now, bool syn) const {
   TcpOptions o;
-  const bool active = listener_ == nullptr && !established_once_;
   if (syn) {
     o.mss = adv_mss_;
     // A SYN offers everything; a SYN-ACK only echoes what the peer's SYN offered.
@@ -30,7 +29,6 @@ TcpOptions TcpConnection::segment_options(Instant now, bool syn) const {
       return o;
     }
   }
-  (void)active;
   if (ts_enabled_) o.timestamps = TcpOptions::Timestamps{ts_now(now), ts_recent_};
   return o;
 }
@@ -261,8 +259,7 @@ void TcpConnection::retransmit_head(Instant now) {
   }
 }
 
-void TcpConnection::schedule_ack(Instant now, const SegmentRepr& seg) {
-  (void)seg;
+void TcpConnection::schedule_ack(Instant now) {
   // RFC 9293 §3.8.6.3 / RFC 1122: ACK at least every second full-sized segment, and within
   // the delayed-ACK time otherwise.
   const uint32_t unacked = static_cast<uint32_t>(rcv_nxt_ - last_ack_sent_);
