@@ -37,7 +37,17 @@ int setsockopt(int fd, int level, int optname, const void* optval, socklen_t opt
 int getsockopt(int fd, int level, int optname, void* optval, socklen_t* optlen);
 int getsockname(int fd, sockaddr* addr, socklen_t* addrlen);
 int getpeername(int fd, sockaddr* addr, socklen_t* addrlen);
-/// F_GETFL, F_SETFL (O_NONBLOCK), F_GETFD, F_SETFD on ustack descriptors; anything on kernel ones.
+/// F_GETFL, F_SETFL (O_NONBLOCK), F_GETFD, F_SETFD, F_DUPFD, F_DUPFD_CLOEXEC on ustack
+/// descriptors; anything on kernel ones.
 int fcntl(int fd, int cmd, ...);
+/// A second descriptor for the same open socket (or epoll instance), the lowest free one, without
+/// FD_CLOEXEC. The socket closes when its last descriptor does; shutdown() acts on the socket, so
+/// on every descriptor at once. Kernel descriptors: dup(2).
+int dup(int fd);
+/// sendfile(2): up to `count` bytes of the kernel file `in_fd` from `*offset` (then `*offset` is
+/// advanced by what was sent and the file position is left alone) or from the file position (then
+/// it is advanced), into the socket `out_fd`. Returns the bytes queued, which may be fewer than
+/// asked (a non-blocking socket with little room; end of file); -1 with errno as Linux's.
+ssize_t sendfile(int out_fd, int in_fd, off_t* offset, size_t count);
 
 }  // namespace ustack

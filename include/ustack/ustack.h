@@ -21,13 +21,18 @@ struct InitOptions {
   std::string config_file;
   /// Print every counter to stderr when shutdown() runs (the apps' --stats flag).
   bool print_stats_at_exit = false;
+  /// Threaded mode: the engine polls on a thread of its own and any application thread may make
+  /// calls; a blocking call sleeps until the engine makes it ready. Off (inline mode): the engine
+  /// runs inside the calls that wait, on the thread that called init(), which alone may make calls.
+  /// The configuration key `threaded` (USTACK_THREADED) turns it on too. See README, "Threads".
+  bool threaded = false;
   /// Program name for logs and the EAL's argv[0].
   std::string program_name = "ustack";
 };
 
 /// Starts the chosen backend. Returns 0, or -1 with errno set and last_error() saying what went
 /// wrong in words (a bad configuration key, a device that would not start). Call once, before any
-/// other ustack call, from the thread that will make the calls (see README, "Threads").
+/// other ustack call; in inline mode from the thread that will make the calls (README, "Threads").
 int init(const InitOptions& options);
 /// Closes every ustack descriptor, stops the engine and the device. Idempotent. Runs at exit.
 void shutdown();

@@ -1,6 +1,7 @@
 // The public calls: each one sends a descriptor to the backend that owns it.
 
 #include <sys/resource.h>
+#include <sys/sendfile.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -12,6 +13,7 @@
 #include "api/device_factory.h"
 #include "api/user_backend.h"
 #include "ustack/epoll.h"
+#include "ustack/poll.h"
 #include "ustack/socket.h"
 #include "ustack/ustack.h"
 
@@ -236,6 +238,66 @@ int epoll_ctl(int epfd, int op, int fd, epoll_event* ev) {
 int epoll_wait(int epfd, epoll_event* events, int maxevents, int timeout_ms) {
   USTACK_DISPATCH(epfd, epoll_wait(epfd, events, maxevents, timeout_ms),
                   ::epoll_wait(epfd, events, maxevents, timeout_ms));
+}
+
+}  // namespace ustack
+
+// ---- dup, sendfile ----
+
+namespace ustack {
+
+int dup(int fd) { USTACK_DISPATCH(fd, dup(fd, 0, false), ::dup(fd)); }
+
+ssize_t sendfile(int out_fd, int in_fd, off_t* offset, size_t count) {
+  if (is_user_fd(in_fd)) return fail(EINVAL);  // Linux: in_fd must support mmap-like reads; a socket does not
+  USTACK_DISPATCH(out_fd, sendfile(out_fd, in_fd, offset, count), ::sendfile(out_fd, in_fd, offset, count));
+}
+
+// ---- poll, select ----
+
+int poll(pollfd* fds, nfds_t nfds, int timeout_ms) {
+  if (g().user) {
+    for (nfds_t i = 0; i < nfds; ++i) {
+      if (is_user_fd(fds[i].fd)) return g().user->poll(fds, nfds, timeout_ms);
+    }
+  }
+  return ::poll(fds, nfds, timeout_ms);
+}
+
+int select(int nfds, FdSet* readfds, FdSet* writefds, FdSet* exceptfds, timeval* timeout) {
+  (void)nfds; (void)readfds; (void)writefds; (void)exceptfds; (void)timeout;
+  return fail(ENOSYS);
+}
+
+void FdSet::zero() {
+  FD_ZERO(&kernel_);
+  for (auto& w : user_) w = 0;
+}
+
+bool FdSet::set(int fd) {
+  if (fd >= 0 && fd < FD_SETSIZE) {
+    FD_SET(fd, &kernel_);
+    return true;
+  }
+  const int64_t i = int64_t{fd} - kUserFdBase;
+  if (i < 0 || i >= FD_SETSIZE) return false;
+  user_[i / 64] |= uint64_t{1} << (i % 64);
+  return true;
+}
+
+void FdSet::clear(int fd) {
+  if (fd >= 0 && fd < FD_SETSIZE) {
+    FD_CLR(fd, &kernel_);
+    return;
+  }
+  const int64_t i = int64_t{fd} - kUserFdBase;
+  if (i >= 0 && i < FD_SETSIZE) user_[i / 64] &= ~(uint64_t{1} << (i % 64));
+}
+
+bool FdSet::is_set(int fd) const {
+  if (fd >= 0 && fd < FD_SETSIZE) return FD_ISSET(fd, &kernel_);
+  const int64_t i = int64_t{fd} - kUserFdBase;
+  return i >= 0 && i < FD_SETSIZE && (user_[i / 64] >> (i % 64)) & 1;
 }
 
 }  // namespace ustack

@@ -346,3 +346,17 @@ int UserBackend::epoll_wait(int epfd, epoll_event* events, int max, int timeout_
 }
 
 }  // namespace ustack::api
+
+namespace ustack::api {
+
+int UserBackend::dup(int fd, int min_fd, bool cloexec) {
+  (void)min_fd;
+  (void)cloexec;
+  if (!file(fd)) return fail(EBADF);
+  return install(files_[static_cast<size_t>(fd - kUserFdBase)]);
+}
+
+ssize_t UserBackend::sendfile(int, int, off_t*, size_t) { return fail(ENOSYS); }
+int UserBackend::poll(pollfd*, nfds_t, int) { return fail(ENOSYS); }
+
+}  // namespace ustack::api

@@ -3,6 +3,7 @@
 // one Engine. Every method mirrors the POSIX call of the same name: it returns what the call
 // returns and sets errno the way Linux would.
 
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -113,6 +114,11 @@ class UserBackend {
   int getsockname(int fd, sockaddr* addr, socklen_t* len);
   int getpeername(int fd, sockaddr* addr, socklen_t* len);
   int fcntl(int fd, int cmd, long arg);
+  /// dup(), and fcntl(F_DUPFD[_CLOEXEC]): the lowest free descriptor >= `min_fd`.
+  int dup(int fd, int min_fd, bool cloexec);
+  ssize_t sendfile(int out_fd, int in_fd, off_t* offset, size_t count);
+  /// poll() over any descriptors; kernel ones are polled by the kernel.
+  int poll(pollfd* fds, nfds_t nfds, int timeout_ms);
   int epoll_create1(int flags);
   int epoll_ctl(int epfd, int op, int fd, epoll_event* event);
   int epoll_wait(int epfd, epoll_event* events, int max, int timeout_ms);
