@@ -4,7 +4,10 @@
 #include <sys/sendfile.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <ctime>
+#include <vector>
 #include <cstdarg>
 #include <cstdlib>
 #include <mutex>
@@ -38,6 +41,15 @@ int fail(int err) {
   return -1;
 }
 
+// Every counter, then the gauges: open descriptors and TCP connections (what leak checks read).
+void for_each_stat(const api::CounterVisitor& visit) {
+  api::UserBackend* u = g().user.get();
+  if (!u) return;
+  u->engine().stack().stats().for_each(visit);
+  visit("api", "open_descriptors", static_cast<uint64_t>(u->open_descriptors()));
+  visit("tcp", "connections", u->engine().tcp_connections());
+}
+
 // The backend for a descriptor, or null (errno EBADF) for an ustack descriptor with no backend.
 api::UserBackend* user_for(int fd) {
   if (!is_user_fd(fd)) return nullptr;
@@ -51,6 +63,7 @@ namespace api {
 /// For tests: run the ustack backend on a device of their choosing (an in-memory port).
 void init_user_backend_for_test(std::unique_ptr<Engine> engine) {
   g().user = std::make_unique<UserBackend>(std::move(engine));
+  g().user->start();
   g().backend = Backend::kUstack;
   g().initialised = true;
 }
@@ -100,6 +113,7 @@ int init(const InitOptions& options) {
     s.last_error = config.error();
     return fail(EINVAL);
   }
+  if (options.threaded) config->threaded = true;
   auto opened = api::open_device(*config, options.program_name);
   if (!opened) {
     s.last_error = opened.error();
@@ -107,11 +121,10 @@ int init(const InitOptions& options) {
   }
   auto engine = std::make_unique<api::Engine>(*config, std::move(opened->device), std::move(opened->keepalive));
   s.user = std::make_unique<api::UserBackend>(std::move(engine));
+  s.user->start();
   s.backend = Backend::kUstack;
   s.initialised = true;
-  api::register_stats_telemetry([](const api::CounterVisitor& visit) {
-    if (g().user) g().user->engine().stack().stats().for_each(visit);
-  });
+  api::register_stats_telemetry(for_each_stat);
   std::atexit([] { ustack::shutdown(); });
   return 0;
 }
@@ -121,13 +134,18 @@ void shutdown() {
   if (!s.user) return;
   if (s.print_stats_at_exit) print_stats(stderr);
   api::register_stats_telemetry(nullptr);  // the telemetry thread must stop reading first
+  if (s.user->stop() > 0) {
+    // Threads are still inside calls (blocked, say, in recv at exit): freeing the backend under
+    // them would crash them. The engine has stopped; the process exit reclaims the rest.
+    (void)s.user.release();
+    return;
+  }
   s.user.reset();
 }
 
 std::string stats_text() {
   std::string out;
-  if (!g().user) return out;
-  g().user->engine().stack().stats().for_each([&](std::string_view layer, std::string_view name, uint64_t v) {
+  for_each_stat([&](std::string_view layer, std::string_view name, uint64_t v) {
     out += std::string(layer) + "." + std::string(name) + " " + std::to_string(v) + "\n";
   });
   return out;
@@ -135,13 +153,11 @@ std::string stats_text() {
 
 std::string stats_json() {
   std::string out = "{";
-  if (g().user) {
-    bool first = true;
-    g().user->engine().stack().stats().for_each([&](std::string_view layer, std::string_view name, uint64_t v) {
-      out += (first ? "\"" : ", \"") + std::string(layer) + "." + std::string(name) + "\": " + std::to_string(v);
-      first = false;
-    });
-  }
+  bool first = true;
+  for_each_stat([&](std::string_view layer, std::string_view name, uint64_t v) {
+    out += (first ? "\"" : ", \"") + std::string(layer) + "." + std::string(name) + "\": " + std::to_string(v);
+    first = false;
+  });
   return out + "}";
 }
 
@@ -157,6 +173,8 @@ int open_descriptors() { return g().user ? g().user->open_descriptors() : 0; }
 int socket(int domain, int type, int protocol) {
   if (g().backend == Backend::kUstack && g().user) {
     if (domain == AF_INET) {
+      api::UserBackend::Call call(*g().user);
+      if (!call.ok()) return -1;
       int fd = g().user->socket(domain, type, protocol);
       if (fd < 0 && errno == EPROTONOSUPPORT && (type & 0xff) == SOCK_STREAM) {
         g().last_error = "TCP (SOCK_STREAM) is not served by the ustack backend in this release";
@@ -176,7 +194,9 @@ int socket(int domain, int type, int protocol) {
   do {                                              \
     if (is_user_fd(fd)) {                           \
       api::UserBackend* u = user_for(fd);           \
-      return u ? u->user_call : -1;                 \
+      if (!u) return -1;                            \
+      api::UserBackend::Call call(*u);              \
+      return call.ok() ? u->user_call : -1;         \
     }                                               \
     return kernel_call;                             \
   } while (0)
@@ -226,7 +246,10 @@ int fcntl(int fd, int cmd, ...) {
 // ---- epoll ----
 
 int epoll_create1(int flags) {
-  if (g().backend == Backend::kUstack && g().user) return g().user->epoll_create1(flags);
+  if (g().backend == Backend::kUstack && g().user) {
+    api::UserBackend::Call call(*g().user);
+    return call.ok() ? g().user->epoll_create1(flags) : -1;
+  }
   return ::epoll_create1(flags);
 }
 
@@ -258,15 +281,65 @@ ssize_t sendfile(int out_fd, int in_fd, off_t* offset, size_t count) {
 int poll(pollfd* fds, nfds_t nfds, int timeout_ms) {
   if (g().user) {
     for (nfds_t i = 0; i < nfds; ++i) {
-      if (is_user_fd(fds[i].fd)) return g().user->poll(fds, nfds, timeout_ms);
+      if (!is_user_fd(fds[i].fd)) continue;
+      api::UserBackend::Call call(*g().user);
+      return call.ok() ? g().user->poll(fds, nfds, timeout_ms) : -1;
     }
   }
   return ::poll(fds, nfds, timeout_ms);
 }
 
 int select(int nfds, FdSet* readfds, FdSet* writefds, FdSet* exceptfds, timeval* timeout) {
-  (void)nfds; (void)readfds; (void)writefds; (void)exceptfds; (void)timeout;
-  return fail(ENOSYS);
+  // Linux implements select() over each file's poll: these are its POLLIN_SET, POLLOUT_SET and
+  // POLLEX_SET (fs/select.c).
+  constexpr short kReadable = POLLIN | POLLRDNORM | POLLRDBAND | POLLHUP | POLLERR;
+  constexpr short kWritable = POLLOUT | POLLWRNORM | POLLWRBAND | POLLERR;
+  constexpr short kExceptional = POLLPRI;
+  if (nfds < 0) return fail(EINVAL);
+  int timeout_ms = -1;
+  timespec start{};
+  if (timeout) {
+    if (timeout->tv_sec < 0 || timeout->tv_usec < 0) return fail(EINVAL);
+    const int64_t us = int64_t{timeout->tv_sec} * 1'000'000 + timeout->tv_usec;
+    timeout_ms = static_cast<int>(std::min<int64_t>((us + 999) / 1000, INT32_MAX));
+    clock_gettime(CLOCK_MONOTONIC, &start);
+  }
+  std::vector<pollfd> fds;
+  auto add = [&](int fd) {
+    short events = 0;
+    if (readfds && readfds->is_set(fd)) events |= POLLIN;
+    if (writefds && writefds->is_set(fd)) events |= POLLOUT;
+    if (exceptfds && exceptfds->is_set(fd)) events |= POLLPRI;
+    if (events) fds.push_back(pollfd{fd, events, 0});
+  };
+  for (int fd = 0; fd < std::min(nfds, FD_SETSIZE); ++fd) add(fd);
+  if (nfds > kUserFdBase) {
+    for (int i = 0; i < std::min(nfds - kUserFdBase, FD_SETSIZE); ++i) add(kUserFdBase + i);
+  }
+  int n = ustack::poll(fds.data(), fds.size(), timeout_ms);
+  const int saved_errno = errno;
+  if (timeout) {  // Linux writes back the time left, also after an error
+    timespec now{};
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    const int64_t elapsed_us = (now.tv_sec - start.tv_sec) * 1'000'000 + (now.tv_nsec - start.tv_nsec) / 1000;
+    const int64_t left = std::max<int64_t>(int64_t{timeout->tv_sec} * 1'000'000 + timeout->tv_usec - elapsed_us, 0);
+    timeout->tv_sec = static_cast<time_t>(left / 1'000'000);
+    timeout->tv_usec = static_cast<suseconds_t>(left % 1'000'000);
+  }
+  if (n < 0) return fail(saved_errno);
+  for (const pollfd& p : fds) {
+    if (p.revents & POLLNVAL) return fail(EBADF);
+  }
+  if (readfds) readfds->zero();
+  if (writefds) writefds->zero();
+  if (exceptfds) exceptfds->zero();
+  n = 0;
+  for (const pollfd& p : fds) {
+    if ((p.events & POLLIN) && (p.revents & kReadable)) n += readfds->set(p.fd);
+    if ((p.events & POLLOUT) && (p.revents & kWritable)) n += writefds->set(p.fd);
+    if ((p.events & POLLPRI) && (p.revents & kExceptional)) n += exceptfds->set(p.fd);
+  }
+  return n;
 }
 
 void FdSet::zero() {

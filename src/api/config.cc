@@ -109,6 +109,17 @@ const std::vector<KeyDef>& key_defs() {
        number<size_t>(4096, size_t{64} << 20, [](EngineConfig& c, size_t v) { c.stack.tcp.rcvbuf = v; })},
       {{"tcp_sndbuf", "USTACK_TCP_SNDBUF", "default SO_SNDBUF of TCP sockets (default 262144)"},
        number<size_t>(4096, size_t{64} << 20, [](EngineConfig& c, size_t v) { c.stack.tcp.sndbuf = v; })},
+      {{"threaded", "USTACK_THREADED", "run the engine on a thread of its own so that any thread may make calls: true or false (default false: inline, the init thread only)"},
+       [](EngineConfig& c, std::string_view v) -> std::string {
+         if (v == "true" || v == "1") {
+           c.threaded = true;
+         } else if (v == "false" || v == "0") {
+           c.threaded = false;
+         } else {
+           return "expected true or false";
+         }
+         return "";
+       }},
       {{"idle_spin_us", "USTACK_IDLE_SPIN_US", "µs of busy polling after the last frame before the engine naps (default 200)"},
        number<uint32_t>(0, 10000000, [](EngineConfig& c, uint32_t v) { c.idle_spin = std::chrono::microseconds(v); })},
       {{"idle_sleep_us", "USTACK_IDLE_SLEEP_US", "longest nap of an idle engine in µs: its worst added latency (default 1000)"},
@@ -161,8 +172,10 @@ Result<EngineConfig, std::string> load_config(const std::string& path,
         text = *s;
       } else if (auto i = node.value<int64_t>(); i && node.is_integer()) {
         text = std::to_string(*i);
+      } else if (auto b = node.value<bool>(); b && node.is_boolean()) {
+        text = *b ? "true" : "false";
       } else {
-        return unexpected(path + ": key '" + std::string(name.str()) + "' must be a string or an integer");
+        return unexpected(path + ": key '" + std::string(name.str()) + "' must be a string, an integer or a boolean");
       }
       if (std::string err = def->apply(c, text); !err.empty()) {
         return unexpected(path + ": key '" + std::string(def->key.toml) + "' = '" + text + "': " + err);

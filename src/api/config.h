@@ -22,6 +22,9 @@ struct EngineConfig {
   int cores = 1;
   Duration idle_spin = 200us;         ///< busy-poll this long after the last frame before sleeping
   Duration idle_sleep_max = 1000us;   ///< the longest nap of an idle engine (its worst added latency)
+  /// Threaded mode: the engine polls on a thread of its own and every application thread may
+  /// call; otherwise (inline mode) the engine runs inside the calls of the thread that started it.
+  bool threaded = false;
   /// Not a configuration key: when set, the engine reads the time from this clock instead of
   /// steady_clock, and whoever owns it moves it (simulated time: the packetdrill adapter). Such an
   /// engine must only be driven by calls that do not block (non-blocking sockets, epoll_wait with

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <unistd.h>
 #include <netinet/in.h>
 
 #include <algorithm>
@@ -20,8 +21,8 @@ UserBackend::UserBackend(std::unique_ptr<Engine> engine) : engine_(std::move(eng
 
 UserBackend::~UserBackend() {
   // Sockets first (they unbind from the stack), then epoll instances, then the engine.
-  for (auto& f : files_) {
-    if (dynamic_cast<UdpFile*>(f.get()) || dynamic_cast<TcpFile*>(f.get())) f.reset();
+  for (auto& d : files_) {
+    if (dynamic_cast<UdpFile*>(d.file.get()) || dynamic_cast<TcpFile*>(d.file.get())) d.file.reset();
   }
   files_.clear();
   engine_->stack().flush();
@@ -30,7 +31,7 @@ UserBackend::~UserBackend() {
 OpenFile* UserBackend::file(int fd) {
   if (!is_user_fd(fd)) return nullptr;
   const size_t i = static_cast<size_t>(fd - kUserFdBase);
-  return i < files_.size() ? files_[i].get() : nullptr;
+  return i < files_.size() ? files_[i].file.get() : nullptr;
 }
 
 template <typename T>
@@ -45,15 +46,48 @@ T* UserBackend::file_as(int fd, int wrong_type_errno) {
   return t;
 }
 
-int UserBackend::install(std::shared_ptr<OpenFile> f) {
-  if (!free_.empty()) {
-    const int i = *free_.begin();
-    free_.erase(free_.begin());
-    files_[static_cast<size_t>(i)] = std::move(f);
+int UserBackend::install(std::shared_ptr<OpenFile> f, bool cloexec, int min_fd) {
+  open_count_.fetch_add(1, std::memory_order_relaxed);
+  const int min_index = std::max(min_fd, kUserFdBase) - kUserFdBase;
+  if (auto it = free_.lower_bound(min_index); it != free_.end()) {
+    const int i = *it;
+    free_.erase(it);
+    files_[static_cast<size_t>(i)] = Descriptor{std::move(f), cloexec};
     return kUserFdBase + i;
   }
-  files_.push_back(std::move(f));
+  while (static_cast<int>(files_.size()) < min_index) {  // F_DUPFD beyond the end: the gap is free
+    free_.insert(static_cast<int>(files_.size()));
+    files_.emplace_back();
+  }
+  files_.push_back(Descriptor{std::move(f), cloexec});
   return kUserFdBase + static_cast<int>(files_.size() - 1);
+}
+
+UserBackend::Call::Call(UserBackend& b) : backend_(b) {
+  if (b.engine_->threaded()) {
+    b.engine_->lock();
+  } else if (std::this_thread::get_id() != b.owner_) {
+    ok_ = false;
+    errno = EPERM;
+    return;
+  }
+  b.calls_.fetch_add(1, std::memory_order_relaxed);
+}
+
+UserBackend::Call::~Call() {
+  if (!ok_) return;
+  backend_.calls_.fetch_sub(1, std::memory_order_relaxed);
+  if (backend_.engine_->threaded()) backend_.engine_->unlock();
+}
+
+void UserBackend::start() {
+  owner_ = std::this_thread::get_id();
+  engine_->start_thread();
+}
+
+int UserBackend::stop() {
+  engine_->stop_thread();
+  return calls_.load(std::memory_order_relaxed);
 }
 
 int UserBackend::socket_type_error(int type) {
@@ -74,15 +108,13 @@ int UserBackend::socket(int domain, int type, int protocol) {
     if (protocol != 0 && protocol != IPPROTO_TCP) return fail(EPROTONOSUPPORT);
     auto f = std::make_shared<TcpFile>(*engine_, tcp::SocketOptions::defaults(engine_->stack().config().tcp));
     f->nonblocking = flags & SOCK_NONBLOCK;
-    f->cloexec = flags & SOCK_CLOEXEC;
-    return install(std::move(f));
+    return install(std::move(f), flags & SOCK_CLOEXEC);
   }
   if (kind != SOCK_DGRAM) return fail(ESOCKTNOSUPPORT);
   if (protocol != 0 && protocol != IPPROTO_UDP) return fail(EPROTONOSUPPORT);
   auto f = std::make_shared<UdpFile>(engine_->stack());
   f->nonblocking = flags & SOCK_NONBLOCK;
-  f->cloexec = flags & SOCK_CLOEXEC;
-  return install(std::move(f));
+  return install(std::move(f), flags & SOCK_CLOEXEC);
 }
 
 int UserBackend::bind(int fd, const sockaddr* addr, socklen_t len) {
@@ -163,10 +195,10 @@ ssize_t UserBackend::recvfrom(int fd, void* buf, size_t len, int flags, sockaddr
   udp::UdpSocket& s = f->socket;
   auto ready = [&] { return !s.rx_queue.empty() || s.pending_error || s.shut_rd; };
   if (!ready()) {
-    engine_->poll_once();  // a non-blocking caller still sees what already arrived
+    engine_->catch_up();  // a non-blocking caller still sees what already arrived
     if (!ready()) {
       if (f->nonblocking || (flags & MSG_DONTWAIT) || f->recv_timeout.no_wait()) return fail(EAGAIN);
-      switch (engine_->run_until(ready, timeout_deadline(engine_->now(), f->recv_timeout))) {
+      switch (wait(*f, ready, timeout_deadline(engine_->now(), f->recv_timeout))) {
         case Engine::RunResult::kReady: break;
         case Engine::RunResult::kTimedOut: return fail(EAGAIN);
         // Linux restarts the call instead when the handler has SA_RESTART and no SO_RCVTIMEO is
@@ -193,8 +225,9 @@ ssize_t UserBackend::recvfrom(int fd, void* buf, size_t len, int flags, sockaddr
 int UserBackend::close(int fd) {
   if (!file(fd)) return fail(EBADF);
   const int i = fd - kUserFdBase;
-  files_[static_cast<size_t>(i)].reset();  // the last reference closes the socket
+  files_[static_cast<size_t>(i)] = Descriptor{};  // the last reference closes the socket
   free_.insert(i);
+  open_count_.fetch_sub(1, std::memory_order_relaxed);
   engine_->stack().flush();
   return 0;
 }
@@ -296,8 +329,15 @@ int UserBackend::fcntl(int fd, int cmd, long arg) {
   switch (cmd) {
     case F_GETFL: return O_RDWR | (f->nonblocking ? O_NONBLOCK : 0);
     case F_SETFL: f->nonblocking = arg & O_NONBLOCK; return 0;
-    case F_GETFD: return f->cloexec ? FD_CLOEXEC : 0;
-    case F_SETFD: f->cloexec = arg & FD_CLOEXEC; return 0;
+    case F_GETFD: return files_[static_cast<size_t>(fd - kUserFdBase)].cloexec ? FD_CLOEXEC : 0;
+    case F_SETFD: files_[static_cast<size_t>(fd - kUserFdBase)].cloexec = arg & FD_CLOEXEC; return 0;
+    case F_DUPFD:
+    case F_DUPFD_CLOEXEC: {
+      // Linux: the lowest free descriptor >= arg; one beyond RLIMIT_NOFILE is EINVAL. Ours
+      // start at kUserFdBase, so any smaller arg means "the lowest of ours".
+      if (arg < 0 || arg > INT_MAX) return fail(EINVAL);
+      return dup(fd, static_cast<int>(arg), cmd == F_DUPFD_CLOEXEC);
+    }
   }
   return fail(EINVAL);
 }
@@ -305,8 +345,7 @@ int UserBackend::fcntl(int fd, int cmd, long arg) {
 int UserBackend::epoll_create1(int flags) {
   if (flags & ~EPOLL_CLOEXEC) return fail(EINVAL);
   auto f = std::make_shared<EpollFile>();
-  f->cloexec = flags & EPOLL_CLOEXEC;
-  return install(std::move(f));
+  return install(std::move(f), flags & EPOLL_CLOEXEC);
 }
 
 int UserBackend::epoll_ctl(int epfd, int op, int fd, epoll_event* event) {
@@ -320,8 +359,8 @@ int UserBackend::epoll_ctl(int epfd, int op, int fd, epoll_event* event) {
   if (op == EPOLL_CTL_ADD) {
     if (auto* nested = dynamic_cast<EpollFile*>(target)) {
       std::vector<const UserEpoll*> all;
-      for (const auto& f : files_) {
-        if (auto* e = dynamic_cast<const EpollFile*>(f.get())) all.push_back(&e->epoll);
+      for (const auto& d : files_) {
+        if (auto* e = dynamic_cast<const EpollFile*>(d.file.get())) all.push_back(&e->epoll);
       }
       if (epoll_add_would_loop(ep->epoll, nested->epoll, all)) return fail(ELOOP);
     }
@@ -338,8 +377,8 @@ int UserBackend::epoll_wait(int epfd, epoll_event* events, int max, int timeout_
   if (max <= 0 || max > kMaxEvents) return fail(EINVAL);
   if (!events) return fail(EFAULT);
   int n = 0;
-  const auto result = engine_->run_until([&] { return (n = ep->epoll.collect(events, max)) > 0; },
-                                         deadline_after(engine_->now(), timeout_ms));
+  const auto result = wait(*ep, [&] { return (n = ep->epoll.collect(events, max)) > 0; },
+                           deadline_after(engine_->now(), timeout_ms));
   // Linux: a signal handler always ends epoll_wait with EINTR, SA_RESTART or not.
   if (result == Engine::RunResult::kInterrupted) return fail(EINTR);
   return n;
@@ -350,13 +389,109 @@ int UserBackend::epoll_wait(int epfd, epoll_event* events, int max, int timeout_
 namespace ustack::api {
 
 int UserBackend::dup(int fd, int min_fd, bool cloexec) {
-  (void)min_fd;
-  (void)cloexec;
   if (!file(fd)) return fail(EBADF);
-  return install(files_[static_cast<size_t>(fd - kUserFdBase)]);
+  return install(files_[static_cast<size_t>(fd - kUserFdBase)].file, cloexec, min_fd);
 }
 
-ssize_t UserBackend::sendfile(int, int, off_t*, size_t) { return fail(ENOSYS); }
-int UserBackend::poll(pollfd*, nfds_t, int) { return fail(ENOSYS); }
+ssize_t UserBackend::sendfile(int out_fd, int in_fd, off_t* offset, size_t count) {
+  // Linux's order (do_sendfile): the input file (EBADF unless open for reading), the output
+  // (EBADF unless open for writing), then the offset.
+  const int in_flags = ::fcntl(in_fd, F_GETFL);
+  if (in_flags < 0 || (in_flags & O_ACCMODE) == O_WRONLY) return fail(EBADF);
+  OpenFile* out = file(out_fd);
+  if (!out) return fail(EBADF);
+  auto* tcp = dynamic_cast<TcpFile*>(out);
+  if (!tcp) return fail(EINVAL);  // UDP and epoll descriptors: not in this release (README)
+  off_t pos;
+  if (offset) {
+    if (*offset < 0) return fail(EINVAL);
+    pos = *offset;
+  } else {
+    pos = ::lseek(in_fd, 0, SEEK_CUR);
+    if (pos < 0) return fail(errno == ESPIPE ? EINVAL : errno);
+  }
+  constexpr size_t kMaxCount = 0x7ffff000;  // Linux's MAX_RW_COUNT
+  count = std::min(count, kMaxCount);
+  // The file is read through a buffer of this thread's (another thread's sendfile may run while
+  // this one waits for room), then copied into the send buffer like any send().
+  constexpr size_t kChunk = 64 * 1024;
+  thread_local std::vector<uint8_t> chunk(kChunk);
+  size_t done = 0;
+  int err = 0;
+  while (done < count) {
+    const size_t want = std::min(count - done, kChunk);
+    const ssize_t got = ::pread(in_fd, chunk.data(), want, pos + static_cast<off_t>(done));
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      err = errno == ESPIPE ? EINVAL : errno;
+      break;
+    }
+    if (got == 0) break;  // end of file
+    const ssize_t sent = tcp_send(*tcp, chunk.data(), static_cast<size_t>(got), 0);
+    if (sent < 0) {
+      err = errno;
+      break;
+    }
+    done += static_cast<size_t>(sent);
+    if (sent < got) break;  // the socket took less: non-blocking and full, or a timeout
+  }
+  if (offset) {
+    *offset = pos + static_cast<off_t>(done);
+  } else if (done > 0) {
+    ::lseek(in_fd, pos + static_cast<off_t>(done), SEEK_SET);
+  }
+  if (done == 0 && err) return fail(err);
+  return static_cast<ssize_t>(done);
+}
+
+int UserBackend::poll(pollfd* fds, nfds_t nfds, int timeout_ms) {
+  if (nfds > 0 && !fds) return fail(EFAULT);
+  // What each entry polls: an ustack file (held for the call), or a slot in `kernel`.
+  std::vector<std::shared_ptr<OpenFile>> held(nfds);
+  std::vector<Waitable*> sources;
+  std::vector<pollfd> kernel;
+  std::vector<size_t> kernel_slot(nfds, SIZE_MAX);
+  for (nfds_t i = 0; i < nfds; ++i) {
+    if (fds[i].fd < 0) continue;  // ignored, as POSIX says
+    if (!is_user_fd(fds[i].fd)) {
+      kernel_slot[i] = kernel.size();
+      kernel.push_back(pollfd{fds[i].fd, fds[i].events, 0});
+    } else if (OpenFile* f = file(fds[i].fd)) {
+      held[i] = f->shared_from_this();
+      sources.push_back(&f->waitable());
+    }
+  }
+  auto scan = [&]() -> int {
+    if (!kernel.empty()) {
+      for (pollfd& k : kernel) k.revents = 0;
+      ::poll(kernel.data(), kernel.size(), 0);
+    }
+    int ready = 0;
+    for (nfds_t i = 0; i < nfds; ++i) {
+      short revents = 0;
+      if (fds[i].fd < 0) {
+        revents = 0;
+      } else if (kernel_slot[i] != SIZE_MAX) {
+        revents = kernel[kernel_slot[i]].revents;
+      } else if (!held[i]) {
+        revents = POLLNVAL;
+      } else {
+        // Linux: POLLERR and POLLHUP are reported whether asked for or not.
+        const uint32_t mask = static_cast<uint16_t>(fds[i].events) | POLLERR | POLLHUP;
+        revents = static_cast<short>(held[i]->waitable().poll_events() & mask);
+      }
+      fds[i].revents = revents;
+      if (revents) ++ready;
+    }
+    return ready;
+  };
+  engine_->catch_up();
+  int n = scan();
+  if (n > 0 || timeout_ms == 0) return n;
+  const auto result = engine_->wait(sources, [&] { return (n = scan()) > 0; },
+                                    deadline_after(engine_->now(), timeout_ms), kernel);
+  if (result == Engine::RunResult::kInterrupted) return fail(EINTR);
+  return n;
+}
 
 }  // namespace ustack::api

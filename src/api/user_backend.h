@@ -8,7 +8,9 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
+#include <atomic>
 #include <memory>
+#include <thread>
 #include <set>
 #include <string>
 #include <vector>
@@ -18,6 +20,7 @@
 #include "tcp/tcp_connection.h"
 #include "tcp/tcp_listener.h"
 #include "udp/udp_socket.h"
+#include "ustack/socket.h"
 
 namespace ustack::api {
 
@@ -29,13 +32,14 @@ struct SocketTimeout {
   bool no_wait() const { return !forever && tv.tv_sec == 0 && tv.tv_usec == 0; }
 };
 
-/// An open file description: what dup'd descriptors share (flags, the socket itself).
-class OpenFile {
+/// An open file description: what dup'd descriptors share (O_NONBLOCK, the socket itself).
+/// FD_CLOEXEC belongs to the descriptor. A call that waits holds a reference (shared_from_this),
+/// so that another thread's close() of the last descriptor cannot free the socket under it.
+class OpenFile : public std::enable_shared_from_this<OpenFile> {
  public:
   virtual ~OpenFile() = default;
   virtual Waitable& waitable() = 0;
   bool nonblocking = false;
-  bool cloexec = false;
 };
 
 class UdpFile final : public OpenFile {
@@ -75,6 +79,8 @@ class TcpFile final : public OpenFile, public Waitable, private tcp::ReadinessOb
   std::unique_ptr<tcp::TcpListener> listener;
   std::shared_ptr<tcp::TcpConnection> conn;
   bool connecting = false;   // connect() began and has not reported its outcome (SS_CONNECTING)
+  bool sending = false;      // a send() is in progress: another waits, so calls do not interleave
+  int senders_waiting = 0;   // sends waiting for the one in progress
   SocketTimeout recv_timeout;
   SocketTimeout send_timeout;
 
@@ -95,7 +101,30 @@ class UserBackend {
   ~UserBackend();
 
   Engine& engine() { return *engine_; }
-  int open_descriptors() const { return static_cast<int>(files_.size() - free_.size()); }
+  /// Open ustack descriptors (readable from any thread: a gauge).
+  int open_descriptors() const { return open_count_.load(std::memory_order_relaxed); }
+
+  /// Held by every call while it runs. Threaded mode: the engine lock. Inline mode: nothing, but
+  /// a call from a thread other than the one that started the backend is refused (ok() false,
+  /// errno EPERM): the engine is not locked in inline mode.
+  class Call {
+   public:
+    explicit Call(UserBackend& b);
+    ~Call();
+    Call(const Call&) = delete;
+    Call& operator=(const Call&) = delete;
+    bool ok() const { return ok_; }
+
+   private:
+    UserBackend& backend_;
+    bool ok_ = true;
+  };
+  /// Threaded mode: starts the engine thread. Inline mode: the calling thread becomes the only
+  /// one that may call.
+  void start();
+  /// Stops the engine thread (threaded mode). Returns the calls still in progress in other
+  /// threads: the backend must then outlive them (it is left to the process exit).
+  int stop();
 
   /// The errno Linux gives a socket() `type` before it looks at the family (flag bits other than
   /// SOCK_NONBLOCK/SOCK_CLOEXEC, a type beyond SOCK_MAX: EINVAL), or 0.
@@ -139,11 +168,26 @@ class UserBackend {
   int tcp_getpeername(TcpFile& f, sockaddr* addr, socklen_t* len);
   template <typename T>
   T* file_as(int fd, int wrong_type_errno);
-  int install(std::shared_ptr<OpenFile> f);
+  /// Puts `f` at the lowest free descriptor >= min_fd; returns it.
+  int install(std::shared_ptr<OpenFile> f, bool cloexec, int min_fd = kUserFdBase);
+  /// Engine::wait on `f`'s readiness, holding `f` for the duration.
+  template <typename Ready>
+  Engine::RunResult wait(OpenFile& f, Ready&& ready, Instant deadline) {
+    const std::shared_ptr<OpenFile> hold = f.shared_from_this();
+    Waitable* source = &f.waitable();
+    return engine_->wait({&source, 1}, ready, deadline);
+  }
 
+  struct Descriptor {
+    std::shared_ptr<OpenFile> file;
+    bool cloexec = false;
+  };
   std::unique_ptr<Engine> engine_;
-  std::vector<std::shared_ptr<OpenFile>> files_;  // index = fd - kUserFdBase
-  std::set<int> free_;                            // POSIX: the lowest free descriptor is used
+  std::vector<Descriptor> files_;  // index = fd - kUserFdBase
+  std::set<int> free_;             // POSIX: the lowest free descriptor is used
+  std::atomic<int> open_count_{0};
+  std::atomic<int> calls_{0};      // calls in progress
+  std::thread::id owner_;          // inline mode: the one thread that may call
 };
 
 }  // namespace ustack::api

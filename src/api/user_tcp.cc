@@ -123,7 +123,7 @@ int UserBackend::tcp_connect(TcpFile& f, const sockaddr* addr, socklen_t len) {
     if (f.nonblocking) return fail(EINPROGRESS);
   }
   tcp::TcpConnection& c = *f.conn;
-  switch (engine_->run_until([&] { return !handshaking(c); }, timeout_deadline(engine_->now(), f.send_timeout))) {
+  switch (wait(f, [&] { return !handshaking(c); }, timeout_deadline(engine_->now(), f.send_timeout))) {
     case Engine::RunResult::kReady: break;
     case Engine::RunResult::kTimedOut: return fail(EINPROGRESS);
     case Engine::RunResult::kInterrupted: return fail(EINTR);
@@ -158,28 +158,29 @@ int UserBackend::tcp_listen(TcpFile& f, int backlog) {
 int UserBackend::tcp_accept(TcpFile& f, sockaddr* addr, socklen_t* len, int flags) {
   if (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)) return fail(EINVAL);
   if (!f.listener) return fail(EINVAL);
-  tcp::TcpListener& l = *f.listener;
-  auto ready = [&] { return l.accept_queue_size() > 0; };
+  // Another thread may shut the listener down (SHUT_RD) while this one waits: Linux's accept then
+  // fails with EINVAL.
+  auto ready = [&] { return !f.listener || f.listener->accept_queue_size() > 0; };
   if (!ready()) {
-    engine_->poll_once();
+    engine_->catch_up();
     if (!ready()) {
       if (f.nonblocking || f.recv_timeout.no_wait()) return fail(EAGAIN);
-      switch (engine_->run_until(ready, timeout_deadline(engine_->now(), f.recv_timeout))) {
+      switch (wait(f, ready, timeout_deadline(engine_->now(), f.recv_timeout))) {
         case Engine::RunResult::kReady: break;
         case Engine::RunResult::kTimedOut: return fail(EAGAIN);
         case Engine::RunResult::kInterrupted: return fail(EINTR);
       }
     }
   }
-  auto c = l.accept();
+  if (!f.listener) return fail(EINVAL);
+  auto c = f.listener->accept();
   auto nf = std::make_shared<TcpFile>(*engine_, c);
   nf->nonblocking = flags & SOCK_NONBLOCK;
-  nf->cloexec = flags & SOCK_CLOEXEC;
   if (addr || len) {
     if (!addr || !len) return fail(EFAULT);
     encode_inet(remote_of(*c), addr, len);
   }
-  return install(std::move(nf));
+  return install(std::move(nf), flags & SOCK_CLOEXEC);
 }
 
 ssize_t UserBackend::tcp_send(TcpFile& f, const void* buf, size_t len, int flags) {
@@ -196,12 +197,31 @@ ssize_t UserBackend::tcp_send(TcpFile& f, const void* buf, size_t len, int flags
   const bool no_wait = f.nonblocking || (flags & MSG_DONTWAIT) || f.send_timeout.no_wait();
   if (handshaking(c)) {
     if (no_wait) return fail(EAGAIN);
-    engine_->run_until([&] { return !handshaking(c); }, timeout_deadline(engine_->now(), f.send_timeout));
+    wait(f, [&] { return !handshaking(c); }, timeout_deadline(engine_->now(), f.send_timeout));
     if (handshaking(c)) return fail(EAGAIN);
   }
+  const Instant deadline = timeout_deadline(engine_->now(), f.send_timeout);
+  // One send at a time per socket (threaded mode), so that one call's bytes are never interleaved
+  // with another's. The one in progress only waits when the buffer is full: a caller that may
+  // not wait gets EAGAIN, as the full buffer would give it anyway.
+  if (f.sending) {
+    if (no_wait) return fail(EAGAIN);
+    ++f.senders_waiting;
+    const auto turn = wait(f, [&] { return !f.sending; }, deadline);
+    --f.senders_waiting;
+    if (turn == Engine::RunResult::kTimedOut) return fail(EAGAIN);
+    if (turn == Engine::RunResult::kInterrupted) return fail(EINTR);
+  }
+  f.sending = true;
+  struct EndOfSend {
+    TcpFile& f;
+    ~EndOfSend() {
+      f.sending = false;
+      if (f.senders_waiting > 0) f.changed(kPollOut);
+    }
+  } end_of_send{f};
   const auto* data = static_cast<const uint8_t*>(buf);
   size_t done = 0;
-  const Instant deadline = timeout_deadline(engine_->now(), f.send_timeout);
   for (;;) {
     const Instant now = engine_->now();
     auto sent = c.send(now, {data + done, len - done});
@@ -216,7 +236,7 @@ ssize_t UserBackend::tcp_send(TcpFile& f, const void* buf, size_t len, int flags
     // The buffer is full: Linux's blocking send waits until all is queued.
     if (no_wait) return done > 0 ? static_cast<ssize_t>(done) : fail(EAGAIN);
     auto room = [&] { return c.send_space() > 0 || c.pending_error() || c.write_shut() || c.state() == tcp::State::kClosed; };
-    switch (engine_->run_until(room, deadline)) {
+    switch (wait(f, room, deadline)) {
       case Engine::RunResult::kReady: break;
       case Engine::RunResult::kTimedOut: return done > 0 ? static_cast<ssize_t>(done) : fail(EAGAIN);
       case Engine::RunResult::kInterrupted: return done > 0 ? static_cast<ssize_t>(done) : fail(EINTR);
@@ -243,7 +263,7 @@ ssize_t UserBackend::tcp_recv(TcpFile& f, void* buf, size_t len, int flags, sock
     auto ready = [&] {
       return c.readable() > 0 || c.pending_error() || c.read_shut() || c.state() == tcp::State::kClosed;
     };
-    if (!ready()) engine_->poll_once();  // a non-blocking caller still sees what already arrived
+    if (!ready()) engine_->catch_up();  // a non-blocking caller still sees what already arrived
     if (ready()) {
       if (c.readable() == 0 && handshaking(c)) {
         // nothing to read yet
@@ -258,7 +278,7 @@ ssize_t UserBackend::tcp_recv(TcpFile& f, void* buf, size_t len, int flags, sock
       }
     }
     if (no_wait) return done > 0 ? static_cast<ssize_t>(done) : fail(EAGAIN);
-    switch (engine_->run_until(ready, deadline)) {
+    switch (wait(f, ready, deadline)) {
       case Engine::RunResult::kReady: break;
       case Engine::RunResult::kTimedOut: return done > 0 ? static_cast<ssize_t>(done) : fail(EAGAIN);
       case Engine::RunResult::kInterrupted: return done > 0 ? static_cast<ssize_t>(done) : fail(EINTR);

@@ -155,15 +155,29 @@ void TcpLayer::unlisten(Instant now, TcpListener& l) {
   unbind(l.binding());
 }
 
-TcpListener* TcpLayer::find_listener(Ipv4Addr addr, uint16_t port) const {
+TcpListener* TcpLayer::find_listener(Ipv4Addr addr, uint16_t port, Ipv4Addr from, uint16_t from_port) const {
   auto it = listeners_.find(port);
   if (it == listeners_.end()) return nullptr;
-  TcpListener* wildcard = nullptr;
-  for (TcpListener* l : it->second) {
-    if (l->binding().addr == addr) return l;
-    if (l->binding().addr.is_unspecified() && !wildcard) wildcard = l;
-  }
-  return wildcard;
+  // The most specific match wins (our exact address over the wildcard). Among SO_REUSEPORT
+  // listeners on that same address, Linux (reuseport_select_sock) picks one by a hash of the
+  // peer, so a peer's connections spread and each one's SYN and retransmissions meet the same one.
+  const std::vector<TcpListener*>& all = it->second;
+  auto group_of = [&](auto matches) {
+    std::vector<TcpListener*> group;
+    for (TcpListener* l : all) {
+      if (matches(*l)) group.push_back(l);
+    }
+    return group;
+  };
+  std::vector<TcpListener*> group = group_of([&](const TcpListener& l) { return l.binding().addr == addr; });
+  if (group.empty()) group = group_of([](const TcpListener& l) { return l.binding().addr.is_unspecified(); });
+  if (group.empty()) return nullptr;
+  if (group.size() == 1 || !group.front()->binding().reuse_port) return group.front();
+  std::erase_if(group, [](const TcpListener* l) { return !l->binding().reuse_port; });
+  std::array<uint8_t, 6> key{};
+  from.store(key.data());
+  store_be16(key.data() + 4, from_port);
+  return group[siphash24(port_key_, key) % group.size()];
 }
 
 bool TcpLayer::admit_to_accept_queue(TcpConnection& c) {
@@ -237,7 +251,7 @@ void TcpLayer::receive(Instant now, const ip::Ipv4Repr& ip, Packet& packet, bool
     // RFC 9293 §3.10.7.4 / RFC 6191: a new SYN to a TIME-WAIT connection beyond its old
     // sequence space may start a new incarnation, if someone listens.
     if (c->state() == State::kTimeWait && (seg->flags & (kSyn | kAck | kRst)) == kSyn && seg->seq > c->rcv_nxt()) {
-      if (TcpListener* l = find_listener(ip.dst, seg->dst_port)) {
+      if (TcpListener* l = find_listener(ip.dst, seg->dst_port, ip.src, seg->src_port)) {
         c->closed(0);
         listen_input(now, *l, ip, *seg);
         return;
@@ -249,7 +263,7 @@ void TcpLayer::receive(Instant now, const ip::Ipv4Repr& ip, Packet& packet, bool
     c->segment_arrives(now, *seg, std::move(payload));
     return;
   }
-  if (TcpListener* l = find_listener(ip.dst, seg->dst_port)) {
+  if (TcpListener* l = find_listener(ip.dst, seg->dst_port, ip.src, seg->src_port)) {
     listen_input(now, *l, ip, *seg);
     return;
   }

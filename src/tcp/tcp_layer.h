@@ -88,7 +88,7 @@ class TcpLayer final : public SegmentAllocator {
   bool port_conflicts(const PortBinding& b, Ipv4Addr addr, uint16_t port) const;
   void register_binding(PortBinding& b);
   uint16_t pick_ephemeral(Ipv4Addr local, Ipv4Addr remote, uint16_t remote_port, bool for_connect);
-  TcpListener* find_listener(Ipv4Addr addr, uint16_t port) const;
+  TcpListener* find_listener(Ipv4Addr addr, uint16_t port, Ipv4Addr from, uint16_t from_port) const;
   void listen_input(Instant now, TcpListener& l, const ip::Ipv4Repr& ip, const SegmentRepr& seg);
   void send_reset_for(Instant now, const ip::Ipv4Repr& ip, const SegmentRepr& seg);
   void send_bare(Instant now, const ip::Route& route, const SegmentRepr& header);
