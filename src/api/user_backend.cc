@@ -20,6 +20,7 @@ namespace ustack::api {
 UserBackend::UserBackend(std::unique_ptr<Engine> engine) : engine_(std::move(engine)) {}
 
 UserBackend::~UserBackend() {
+  engine_->stop_thread();  // nothing may run the stack while it is taken apart
   // Sockets first (they unbind from the stack), then epoll instances, then the engine.
   for (auto& d : files_) {
     if (dynamic_cast<UdpFile*>(d.file.get()) || dynamic_cast<TcpFile*>(d.file.get())) d.file.reset();
