@@ -34,10 +34,13 @@ inline void add_common_options(CLI::App& cli, CommonOptions& o) {
   cli.add_flag("--stats", o.stats, "print ustack's counters to stderr at exit");
 }
 
-/// Starts the chosen backend; on failure prints why and returns false.
-inline bool start_backend(const CommonOptions& o, const char* program) {
+/// Starts the chosen backend; on failure prints why and returns false. A program whose threads
+/// make ustack calls passes `threaded` (ustack then runs its engine on a thread of its own; without
+/// it only the thread that called this may make calls).
+inline bool start_backend(const CommonOptions& o, const char* program, bool threaded = false) {
   ustack::InitOptions init;
   ustack::parse_backend(o.stack, &init.backend);
+  init.threaded = threaded;
   init.config_file = o.config;
   init.print_stats_at_exit = o.stats;
   init.program_name = program;

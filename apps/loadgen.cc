@@ -9,24 +9,36 @@
 //   bulk  C connections each send B-byte blocks back to back (up to --window bytes and 4096
 //         blocks not yet echoed) while reading the echo; a request is one block. Latency as for
 //         rr, so it includes the time a block waits behind the others in the socket buffers.
+//   mixed the servers' test workload: --clients clients in all, --concurrency at once; each
+//         connects, sends --requests requests one at a time, each of a size drawn log-uniformly
+//         from [--min-size, --max-size] (most small, some large; seeded by --seed), reads the
+//         whole echo of each before the next, then closes. Latency as for rr.
 //
 // Byte k of connection i's stream is a pseudo-random function of (i, k), so an echo with bytes
 // lost, duplicated, corrupted, reordered or crossed with another connection's is caught.
+//
+// --unix PATH talks to an AF_UNIX stream socket instead (unix-echo). Such a socket is the kernel's
+// on both backends, and an ustack epoll instance cannot watch a kernel descriptor, so then the
+// loop waits in ustack::poll() rather than in an epoll instance.
 
 #include <sys/resource.h>
+#include <sys/un.h>
 
 #include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <deque>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "app_common.h"
 #include "tcp_common.h"
+#include "ustack/poll.h"
 
 namespace {
 
@@ -123,46 +135,183 @@ class Histogram {
   uint64_t max_ = 0;
 };
 
+// ---- where to connect, and how to wait ----
+
+/// The server: an IPv4 host and port, or an AF_UNIX path (--unix).
+struct Target {
+  int domain = AF_INET;
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+  std::string name;  // "A.B.C.D:PORT" or the path, for messages
+
+  const sockaddr* sa() const { return reinterpret_cast<const sockaddr*>(&addr); }
+};
+
+/// Readiness of the connections, under the tags of their Slab: an ustack epoll instance, or for
+/// AF_UNIX a pollfd array given to ustack::poll() (an ustack epoll instance cannot watch a kernel
+/// descriptor). Events are epoll's bits either way (Linux gives poll's the same values).
+class Poller {
+ public:
+  static_assert(POLLIN == EPOLLIN && POLLOUT == EPOLLOUT && POLLERR == EPOLLERR && POLLHUP == EPOLLHUP &&
+                POLLRDHUP == EPOLLRDHUP);
+
+  explicit Poller(bool use_poll) : use_poll_(use_poll) {}
+  Poller(const Poller&) = delete;
+  Poller& operator=(const Poller&) = delete;
+  ~Poller() {
+    if (ep_ >= 0) ustack::close(ep_);
+  }
+
+  /// False with errno set if the epoll instance cannot be made.
+  bool open() {
+    if (use_poll_) return true;
+    ep_ = ustack::epoll_create1(0);
+    return ep_ >= 0;
+  }
+  const char* name() const { return use_poll_ ? "poll" : "epoll_ctl"; }
+
+  /// 0, or -1 with errno.
+  int add(int fd, uint64_t tag, uint32_t events) {
+    if (!use_poll_) return ctl(EPOLL_CTL_ADD, fd, tag, events);
+    index_[tag] = fds_.size();
+    fds_.push_back(pollfd{fd, static_cast<short>(events), 0});
+    tags_.push_back(tag);
+    return 0;
+  }
+  int modify(int fd, uint64_t tag, uint32_t events) {
+    if (!use_poll_) return ctl(EPOLL_CTL_MOD, fd, tag, events);
+    fds_[index_.at(tag)].events = static_cast<short>(events);
+    return 0;
+  }
+  /// Forgets a descriptor; call before closing it (closing is enough for epoll, not for poll).
+  void remove(uint64_t tag) {
+    if (!use_poll_) return;
+    auto it = index_.find(tag);
+    if (it == index_.end()) return;
+    size_t i = it->second, last = fds_.size() - 1;
+    index_.erase(it);
+    if (i != last) {
+      fds_[i] = fds_[last];
+      tags_[i] = tags_[last];
+      index_[tags_[i]] = i;
+    }
+    fds_.pop_back();
+    tags_.pop_back();
+  }
+
+  /// Fills `out` with what is ready (data.u64 = tag); returns how many, or -1 with errno.
+  int wait(std::vector<epoll_event>& out, int timeout_ms) {
+    if (!use_poll_) return ustack::epoll_wait(ep_, out.data(), static_cast<int>(out.size()), timeout_ms);
+    int n = ustack::poll(fds_.data(), fds_.size(), timeout_ms);
+    if (n <= 0) return n;
+    // More ready than `out` holds: start the scan where the last one stopped, so that none starves.
+    int got = 0;
+    size_t count = fds_.size();
+    for (size_t k = 0; k < count && got < static_cast<int>(out.size()); ++k) {
+      size_t i = (scan_from_ + k) % count;
+      if (fds_[i].revents == 0) continue;
+      out[got].events = static_cast<uint16_t>(fds_[i].revents);
+      out[got].data.u64 = tags_[i];
+      ++got;
+      scan_from_ = i + 1;
+    }
+    return got;
+  }
+
+ private:
+  int ctl(int op, int fd, uint64_t tag, uint32_t events) {
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.u64 = tag;
+    return ustack::epoll_ctl(ep_, op, fd, &ev);
+  }
+
+  bool use_poll_;
+  int ep_ = -1;
+  std::vector<pollfd> fds_;
+  std::vector<uint64_t> tags_;                  // tags_[i] is fds_[i]'s connection
+  std::unordered_map<uint64_t, size_t> index_;  // tag → its place in fds_
+  size_t scan_from_ = 0;
+};
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char ch : s) {
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+      out += static_cast<char>(ch);
+    } else if (ch < 0x20) {
+      char esc[8];
+      std::snprintf(esc, sizeof esc, "\\u%04x", ch);
+      out += esc;
+    } else {
+      out += static_cast<char>(ch);
+    }
+  }
+  return out + "\"";
+}
+
 // ---- the run ----
 
-enum class Mode { kRr, kCps, kBulk };
+enum class Mode { kRr, kCps, kBulk, kMixed };
 
 struct Options {
   std::string host = "198.18.0.2";
   uint16_t port = 7777;
+  std::string unix_path;  // not empty: AF_UNIX instead of host and port
   std::string mode = "rr";
   uint32_t connections = 1;
   uint64_t size = 64;
-  uint64_t requests = 0;  // 0: run for `duration`
+  uint64_t requests = 0;  // 0: run for `duration`; mixed: per client
   double duration = 0;
   bool json = false;
   double timeout = 10;
   uint64_t window = 4 << 20;
   uint64_t max_errors = 100;
+  // mixed
+  uint64_t clients = 200;
+  uint32_t concurrency = 20;
+  uint64_t min_size = 1;
+  uint64_t max_size = 65536;
+  uint64_t seed = 1;
 };
 
 enum ErrorKind { kConnectError, kReset, kEarlyEof, kMismatch, kStall, kOtherError, kErrorKinds };
 constexpr const char* kErrorNames[kErrorKinds] = {"connect", "reset", "early_eof", "mismatch", "stall", "other"};
 
+/// A request issued and not yet completed.
+struct Pending {
+  Clock::time_point start;  // its latency's start
+  uint64_t end = 0;         // the stream offset just past its last byte
+};
+
 struct Conn {
   int fd = -1;
-  uint64_t id = 0;   // stream number: connection number (rr, bulk) or request number (cps)
-  uint64_t key = 0;  // stream_key(id)
+  uint64_t id = 0;     // stream number: connection number (rr, bulk), request number (cps), client (mixed)
+  uint64_t key = 0;    // stream_key(id); mixed: of --seed too
+  uint64_t sizes = 0;  // mixed: the state of the generator of request sizes
   bool connected = false;
   Clock::time_point connect_start{};
   uint64_t issued = 0;    // bytes of the requests issued: what is to be sent
   uint64_t sent = 0;      // bytes the socket took
   uint64_t received = 0;  // bytes echoed back and found right
+  uint64_t answered = 0;  // the stream offset just past the last request completed
   uint64_t done = 0;      // requests completed
-  std::deque<Clock::time_point> starts;  // start of each request issued and not completed, oldest first
-  uint32_t watching = 0;                 // the events epoll watches now
-  bool blocked = false;                  // the socket was full: no send until EPOLLOUT
+  std::deque<Pending> starts;  // each request issued and not completed, oldest first
+  uint32_t watching = 0;       // the events watched now
+  bool blocked = false;        // the socket was full: no send until EPOLLOUT
 };
 
 class Loadgen {
  public:
-  Loadgen(const Options& o, Mode mode, const sockaddr_in& server, int ep)
-      : o_(o), mode_(mode), server_(server), ep_(ep), send_buf_(kSendChunk), recv_buf_(kRecvChunk), expect_buf_(kRecvChunk) {}
+  Loadgen(const Options& o, Mode mode, const Target& server, Poller& poller)
+      : o_(o),
+        mode_(mode),
+        server_(server),
+        poller_(poller),
+        send_buf_(kSendChunk),
+        recv_buf_(kRecvChunk),
+        expect_buf_(kRecvChunk) {}
 
   void run();
   /// Prints the summary (and the JSON line); returns the exit status.
@@ -170,8 +319,20 @@ class Loadgen {
 
  private:
   bool can_issue() const {
-    if (stopping_ || !measuring_) return false;
+    if (stopping_ || !measuring_ || mode_ == Mode::kMixed) return false;  // mixed: see wants_more()
     return o_.requests ? issued_ < o_.requests : now_ < deadline_;
+  }
+  /// Whether more is due on this connection: echo bytes, or requests not issued yet.
+  bool wants_more(const Conn& c) const {
+    if (!c.starts.empty() || c.received < c.sent) return true;
+    if (mode_ == Mode::kMixed) return c.done < o_.requests;
+    return !measuring_ || can_issue();
+  }
+  /// Every request the run asked for is answered or lost.
+  bool finished() const {
+    if (mode_ == Mode::kMixed) return clients_started_ == o_.clients && conns_.size() == 0;
+    if (measuring_ && in_flight_ == 0 && !can_issue()) return true;  // every request answered
+    return conns_.size() == 0 && (mode_ != Mode::kCps || !can_issue());  // every connection lost
   }
   void start_measuring();
   void open_conn(uint64_t id);
@@ -180,21 +341,26 @@ class Loadgen {
   bool read_some(uint64_t tag, Conn& c);
   bool pump(uint64_t tag, Conn& c);
   bool flush(uint64_t tag, Conn& c);
-  void issue(Conn& c, Clock::time_point now);
+  void issue(Conn& c, Clock::time_point now, uint64_t size);
+  uint64_t next_mixed_size(Conn& c) const;
   bool watch(uint64_t tag, Conn& c);
   void fail(uint64_t tag, Conn& c, ErrorKind kind, const std::string& what);
   void error(ErrorKind kind, const std::string& what);
   void close_conn(uint64_t tag, Conn& c);
+  void report_mixed(const std::string& stack, double seconds, double rps, double bps) const;
+  // The JSON line's "host" and "port": empty and 0 with --unix (then "unix" names the path).
+  std::string json_host() const { return o_.unix_path.empty() ? o_.host : ""; }
+  unsigned json_port() const { return o_.unix_path.empty() ? o_.port : 0; }
 
   const Options& o_;
   Mode mode_;
-  sockaddr_in server_;
-  int ep_;
+  const Target& server_;
+  Poller& poller_;
   std::vector<char> send_buf_, recv_buf_, expect_buf_;
   app::Slab<Conn> conns_;
   Histogram latency_;
 
-  Clock::time_point now_{};            // refreshed after every epoll_wait
+  Clock::time_point now_{};            // refreshed after every wait
   Clock::time_point start_{}, end_{};  // the measured stretch
   Clock::time_point deadline_{};       // --duration's end
   Clock::time_point last_progress_{};  // a connection established or echo bytes received
@@ -206,6 +372,9 @@ class Loadgen {
   uint64_t issued_ = 0;      // requests issued (cps: connections opened)
   uint64_t in_flight_ = 0;   // issued, neither completed nor lost
   uint64_t completed_ = 0;
+  uint64_t completed_bytes_ = 0;  // the sizes of the completed requests
+  uint64_t clients_started_ = 0;  // mixed: connections opened (or tried)
+  uint64_t clients_done_ = 0;     // mixed: connections that completed all their requests
   uint64_t errors_ = 0;
   uint64_t error_counts_[kErrorKinds] = {};
 };
@@ -213,7 +382,7 @@ class Loadgen {
 void Loadgen::run() {
   now_ = Clock::now();
   last_progress_ = now_;
-  if (mode_ == Mode::kCps) {
+  if (mode_ == Mode::kCps || mode_ == Mode::kMixed) {
     start_measuring();
   } else {
     for (uint32_t i = 0; i < o_.connections; ++i) open_conn(next_id_++);
@@ -232,14 +401,18 @@ void Loadgen::run() {
         ++issued_;
         open_conn(next_id_++);
       }
+    } else if (mode_ == Mode::kMixed) {
+      while (conns_.size() < o_.concurrency && clients_started_ < o_.clients) {
+        ++clients_started_;
+        open_conn(next_id_++);
+      }
     }
     if (o_.max_errors && errors_ >= o_.max_errors) {
       std::fprintf(stderr, "%s: stopping after %llu errors (--max-errors)\n", kProgram,
                    static_cast<unsigned long long>(errors_));
       break;
     }
-    if (measuring_ && in_flight_ == 0 && !can_issue()) break;           // every request answered
-    if (conns_.size() == 0 && (mode_ != Mode::kCps || !can_issue())) break;  // every connection lost
+    if (finished()) break;
     auto idle = now_ - last_progress_;
     auto limit = std::chrono::duration<double>(o_.timeout);
     if (idle >= limit) {
@@ -255,10 +428,10 @@ void Loadgen::run() {
                                 std::chrono::milliseconds(1));
     }
     wait = std::min<std::chrono::milliseconds>(wait, std::chrono::milliseconds(100));  // to notice signals
-    int n = ustack::epoll_wait(ep_, events.data(), static_cast<int>(events.size()), static_cast<int>(wait.count()));
+    int n = poller_.wait(events, static_cast<int>(wait.count()));
     if (n < 0) {
       if (errno == EINTR) continue;
-      error(kOtherError, std::string("epoll_wait: ") + std::strerror(errno));
+      error(kOtherError, std::string(poller_.name()) + " wait: " + std::strerror(errno));
       break;
     }
     for (int i = 0; i < n; ++i) {
@@ -267,7 +440,9 @@ void Loadgen::run() {
       handle(events[i].data.u64, events[i].events);
     }
   }
-  end_ = measuring_ ? (o_.requests && in_flight_ == 0 && completed_ ? end_ : Clock::now()) : Clock::now();
+  // A run that finished ends at its last completed request; one cut short, now.
+  bool complete = mode_ == Mode::kMixed ? clients_done_ == o_.clients : o_.requests && in_flight_ == 0;
+  if (!measuring_ || !complete || completed_ == 0) end_ = Clock::now();
   stopping_ = true;
   conns_.for_each([&](uint64_t tag, Conn& c) { close_conn(tag, c); });  // in-flight requests are abandoned
 }
@@ -282,29 +457,36 @@ void Loadgen::start_measuring() {
 }
 
 void Loadgen::open_conn(uint64_t id) {
-  int fd = ustack::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  int fd = ustack::socket(server_.domain, SOCK_STREAM | SOCK_NONBLOCK, 0);
   if (fd < 0) {
     error(errno == EMFILE || errno == ENFILE ? kOtherError : kConnectError,
           "socket: " + app::socket_failure(errno));
     return;
   }
-  app::set_nodelay(kProgram, fd);
+  if (server_.domain == AF_INET) app::set_nodelay(kProgram, fd);
   Conn c;
   c.fd = fd;
   c.id = id;
-  c.key = stream_key(id);
+  if (mode_ == Mode::kMixed) {  // every seed its own bytes and sizes
+    c.key = stream_key(mix64(o_.seed) ^ id);
+    c.sizes = mix64(o_.seed + 0x51e5) ^ mix64(id);
+  } else {
+    c.key = stream_key(id);
+  }
   c.connect_start = Clock::now();
-  if (ustack::connect(fd, reinterpret_cast<const sockaddr*>(&server_), sizeof server_) == 0) {
+  if (ustack::connect(fd, server_.sa(), server_.len) == 0) {
     c.connected = true;
   } else if (errno != EINPROGRESS) {
     int err = errno;
     ustack::close(fd);
-    error(kConnectError, "connect to " + app::format_addr(server_) + ": " + std::strerror(err));
+    std::string why = std::strerror(err);
+    if (server_.domain == AF_UNIX && err == EAGAIN) why += " (the server's listen backlog is full)";
+    error(kConnectError, "connect to " + server_.name + ": " + why);
     return;
   }
   if (!c.connected) ++connecting_;
   if (mode_ == Mode::kCps) {  // the request's clock starts at connect()
-    c.starts.push_back(c.connect_start);
+    c.starts.push_back(Pending{c.connect_start, o_.size});
     c.issued = o_.size;
     ++in_flight_;
   }
@@ -312,11 +494,8 @@ void Loadgen::open_conn(uint64_t id) {
   uint64_t tag = conns_.insert(std::move(c));
   Conn& conn = *conns_.find(tag);
   conn.watching = connected ? EPOLLIN | EPOLLRDHUP : EPOLLOUT;
-  epoll_event ev{};
-  ev.events = conn.watching;
-  ev.data.u64 = tag;
-  if (ustack::epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) != 0) {
-    return fail(tag, conn, kOtherError, std::string("epoll_ctl: ") + std::strerror(errno));
+  if (poller_.add(fd, tag, conn.watching) != 0) {
+    return fail(tag, conn, kOtherError, std::string(poller_.name()) + ": " + std::strerror(errno));
   }
   if (connected) on_connected(tag, conn);
 }
@@ -327,7 +506,7 @@ void Loadgen::handle(uint64_t tag, uint32_t events) {
   if (!c->connected) {
     if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
     if (int err = app::socket_error(c->fd)) {
-      return fail(tag, *c, kConnectError, "connect to " + app::format_addr(server_) + ": " + std::strerror(err));
+      return fail(tag, *c, kConnectError, "connect to " + server_.name + ": " + std::strerror(err));
     }
     --connecting_;
     c->connected = true;
@@ -355,7 +534,7 @@ bool Loadgen::read_some(uint64_t tag, Conn& c) {
       return false;
     }
     if (n == 0) {
-      if (!c.starts.empty() || c.received < c.sent || !measuring_ || can_issue()) {
+      if (wants_more(c)) {
         fail(tag, c, kEarlyEof,
              "the server closed the connection; " + std::to_string(c.received) + " of the " + std::to_string(c.sent) +
                  " bytes sent came back" + (c.starts.empty() ? ", and more requests were due" : ""));
@@ -384,8 +563,11 @@ bool Loadgen::read_some(uint64_t tag, Conn& c) {
     c.received += len;
     auto now = Clock::now();
     last_progress_ = now;
-    while (!c.starts.empty() && c.received >= (c.done + 1) * o_.size) {
-      latency_.record(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(now - c.starts.front()).count()));
+    while (!c.starts.empty() && c.received >= c.starts.front().end) {
+      const Pending& p = c.starts.front();
+      latency_.record(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(now - p.start).count()));
+      completed_bytes_ += p.end - c.answered;
+      c.answered = p.end;
       c.starts.pop_front();
       ++c.done;
       --in_flight_;
@@ -393,6 +575,11 @@ bool Loadgen::read_some(uint64_t tag, Conn& c) {
       end_ = now;
     }
     if (mode_ == Mode::kCps && c.done == 1) {
+      close_conn(tag, c);
+      return false;
+    }
+    if (mode_ == Mode::kMixed && !wants_more(c)) {  // every request answered: the client is done
+      ++clients_done_;
       close_conn(tag, c);
       return false;
     }
@@ -404,7 +591,9 @@ bool Loadgen::read_some(uint64_t tag, Conn& c) {
 bool Loadgen::pump(uint64_t tag, Conn& c) {
   if (!c.connected) return true;
   if (mode_ == Mode::kRr) {
-    if (c.starts.empty() && can_issue()) issue(c, Clock::now());
+    if (c.starts.empty() && can_issue()) issue(c, Clock::now(), o_.size);
+  } else if (mode_ == Mode::kMixed) {
+    if (c.starts.empty() && c.done < o_.requests && !stopping_) issue(c, Clock::now(), next_mixed_size(c));
   } else if (mode_ == Mode::kBulk) {
     // New blocks only once everything issued is sent, so that a block's clock starts as its first
     // byte goes out; blocks smaller than kSendChunk are issued together, to go out in one send().
@@ -413,7 +602,7 @@ bool Loadgen::pump(uint64_t tag, Conn& c) {
       uint64_t batch = 0;
       while (batch < kSendChunk && c.issued - c.received < o_.window && c.starts.size() < kMaxBlocksInFlight &&
              can_issue()) {
-        issue(c, now);
+        issue(c, now, o_.size);
         batch += o_.size;
       }
       if (batch == 0) break;
@@ -424,11 +613,24 @@ bool Loadgen::pump(uint64_t tag, Conn& c) {
   return watch(tag, c);
 }
 
-void Loadgen::issue(Conn& c, Clock::time_point now) {
-  c.starts.push_back(now);
-  c.issued += o_.size;
+void Loadgen::issue(Conn& c, Clock::time_point now, uint64_t size) {
+  c.issued += size;
+  c.starts.push_back(Pending{now, c.issued});
   ++issued_;
   ++in_flight_;
+}
+
+// Mixed: the size of the connection's next request, log-uniform on [min_size, max_size]: size s
+// comes with probability ln((s + 1) / s) / ln((max + 1) / min), so each doubling of the size is
+// about as likely as the one before (half the requests of 1..65536 are under 256 bytes).
+uint64_t Loadgen::next_mixed_size(Conn& c) const {
+  if (o_.min_size == o_.max_size) return o_.min_size;
+  c.sizes += 0x9e3779b97f4a7c15ULL;                                       // SplitMix64
+  double u = static_cast<double>(mix64(c.sizes) >> 11) * 0x1.0p-53;  // [0, 1)
+  double lo = std::log(static_cast<double>(o_.min_size));
+  double hi = std::log(static_cast<double>(o_.max_size) + 1);
+  auto size = static_cast<uint64_t>(std::exp(lo + u * (hi - lo)));
+  return std::clamp(size, o_.min_size, o_.max_size);
 }
 
 // Sends until everything issued is sent or the socket is full. False if the connection is gone.
@@ -457,11 +659,8 @@ bool Loadgen::watch(uint64_t tag, Conn& c) {
   uint32_t want = EPOLLIN | EPOLLRDHUP;
   if (c.sent < c.issued) want |= EPOLLOUT;
   if (want == c.watching) return true;
-  epoll_event ev{};
-  ev.events = want;
-  ev.data.u64 = tag;
-  if (ustack::epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev) != 0) {
-    fail(tag, c, kOtherError, std::string("epoll_ctl: ") + std::strerror(errno));
+  if (poller_.modify(c.fd, tag, want) != 0) {
+    fail(tag, c, kOtherError, std::string(poller_.name()) + ": " + std::strerror(errno));
     return false;
   }
   c.watching = want;
@@ -469,7 +668,7 @@ bool Loadgen::watch(uint64_t tag, Conn& c) {
 }
 
 void Loadgen::fail(uint64_t tag, Conn& c, ErrorKind kind, const std::string& what) {
-  error(kind, "connection " + std::to_string(c.id) + ": " + what);
+  error(kind, (mode_ == Mode::kMixed ? "client " : "connection ") + std::to_string(c.id) + ": " + what);
   close_conn(tag, c);
 }
 
@@ -484,19 +683,24 @@ void Loadgen::error(ErrorKind kind, const std::string& what) {
 void Loadgen::close_conn(uint64_t tag, Conn& c) {
   in_flight_ -= c.starts.size();  // lost (on an error) or abandoned (at the end of the run)
   if (!c.connected) --connecting_;
-  ustack::close(c.fd);  // also drops it from the epoll set
+  poller_.remove(tag);
+  ustack::close(c.fd);  // also drops it from an epoll set
   conns_.erase(tag);
 }
 
 int Loadgen::report(const std::string& stack) {
   double seconds = measuring_ ? std::chrono::duration<double>(end_ - start_).count() : 0;
   double rps = seconds > 0 ? static_cast<double>(completed_) / seconds : 0;
-  double bps = rps * static_cast<double>(o_.size);
+  double bps = seconds > 0 ? static_cast<double>(completed_bytes_) / seconds : 0;
+  if (mode_ == Mode::kMixed) {
+    report_mixed(stack, seconds, rps, bps);
+    return errors_ > 0 || clients_done_ < o_.clients ? 1 : 0;
+  }
   double p50 = latency_.quantile_ns(0.5) / 1e3, p90 = latency_.quantile_ns(0.9) / 1e3;
   double p99 = latency_.quantile_ns(0.99) / 1e3, p999 = latency_.quantile_ns(0.999) / 1e3;
-  std::printf("%s: %s, %u connection%s, %llu-byte requests, %s:%u on the %s stack%s\n", kProgram, o_.mode.c_str(),
-              o_.connections, o_.connections == 1 ? "" : "s", static_cast<unsigned long long>(o_.size), o_.host.c_str(),
-              o_.port, stack.c_str(), interrupted_ ? " (interrupted)" : "");
+  std::printf("%s: %s, %u connection%s, %llu-byte requests, %s on the %s stack%s\n", kProgram, o_.mode.c_str(),
+              o_.connections, o_.connections == 1 ? "" : "s", static_cast<unsigned long long>(o_.size),
+              server_.name.c_str(), stack.c_str(), interrupted_ ? " (interrupted)" : "");
   std::printf("%s: %llu requests in %.3f s: %.0f requests/s, %.2f MB/s echoed\n", kProgram,
               static_cast<unsigned long long>(completed_), seconds, rps, bps / 1e6);
   std::printf("%s: latency us: p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  mean %.1f\n", kProgram, p50, p90,
@@ -512,16 +716,49 @@ int Loadgen::report(const std::string& stack) {
         "\"requests\": %llu, \"seconds\": %.6f, \"requests_per_s\": %.3f, \"bytes_per_s\": %.3f, "
         "\"p50_us\": %.3f, \"p90_us\": %.3f, \"p99_us\": %.3f, \"p999_us\": %.3f, \"max_us\": %.3f, \"mean_us\": %.3f, "
         "\"errors\": %llu",
-        o_.mode.c_str(), stack.c_str(), o_.host.c_str(), o_.port, o_.connections,
+        o_.mode.c_str(), stack.c_str(), json_host().c_str(), json_port(), o_.connections,
         static_cast<unsigned long long>(o_.size), static_cast<unsigned long long>(completed_), seconds, rps, bps, p50,
         p90, p99, p999, latency_.max_ns() / 1e3, latency_.mean_ns() / 1e3, static_cast<unsigned long long>(errors_));
     for (int k = 0; k < kErrorKinds; ++k) {
       std::printf(", \"errors_%s\": %llu", kErrorNames[k], static_cast<unsigned long long>(error_counts_[k]));
     }
+    if (!o_.unix_path.empty()) std::printf(", \"unix\": %s", json_string(o_.unix_path).c_str());
     std::printf(", \"interrupted\": %s}\n", interrupted_ ? "true" : "false");
   }
   std::fflush(stdout);
   return errors_ > 0 || completed_ == 0 ? 1 : 0;
+}
+
+void Loadgen::report_mixed(const std::string& stack, double seconds, double rps, double bps) const {
+  double p50 = latency_.quantile_ns(0.5) / 1e3, p90 = latency_.quantile_ns(0.9) / 1e3;
+  double p99 = latency_.quantile_ns(0.99) / 1e3, p999 = latency_.quantile_ns(0.999) / 1e3;
+  auto u = [](uint64_t v) { return static_cast<unsigned long long>(v); };
+  std::printf("%s: mixed, %llu clients (%u at once) of %llu requests of %llu to %llu bytes (log-uniform, seed %llu), "
+              "%s on the %s stack%s\n",
+              kProgram, u(o_.clients), o_.concurrency, u(o_.requests), u(o_.min_size), u(o_.max_size), u(o_.seed),
+              server_.name.c_str(), stack.c_str(), interrupted_ ? " (interrupted)" : "");
+  std::printf("%s: %llu of %llu clients done, %llu requests, %llu bytes echoed in %.3f s: %.0f requests/s, %.2f MB/s\n",
+              kProgram, u(clients_done_), u(o_.clients), u(completed_), u(completed_bytes_), seconds, rps, bps / 1e6);
+  std::printf("%s: latency us: p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  mean %.1f\n", kProgram, p50, p90,
+              p99, p999, latency_.max_ns() / 1e3, latency_.mean_ns() / 1e3);
+  std::printf("%s: errors %llu (", kProgram, u(errors_));
+  for (int k = 0; k < kErrorKinds; ++k) std::printf("%s%s %llu", k ? ", " : "", kErrorNames[k], u(error_counts_[k]));
+  std::printf(")\n");
+  if (o_.json) {
+    std::printf(
+        "{\"mode\": \"mixed\", \"stack\": \"%s\", \"host\": \"%s\", \"port\": %u, \"clients\": %llu, "
+        "\"concurrency\": %u, \"requests_per_client\": %llu, \"min_size\": %llu, \"max_size\": %llu, \"seed\": %llu, "
+        "\"clients_done\": %llu, \"requests\": %llu, \"bytes\": %llu, \"seconds\": %.6f, \"requests_per_s\": %.3f, "
+        "\"bytes_per_s\": %.3f, \"p50_us\": %.3f, \"p90_us\": %.3f, \"p99_us\": %.3f, \"p999_us\": %.3f, "
+        "\"max_us\": %.3f, \"mean_us\": %.3f, \"errors\": %llu",
+        stack.c_str(), json_host().c_str(), json_port(), u(o_.clients), o_.concurrency, u(o_.requests), u(o_.min_size),
+        u(o_.max_size), u(o_.seed), u(clients_done_), u(completed_), u(completed_bytes_), seconds, rps, bps, p50, p90,
+        p99, p999, latency_.max_ns() / 1e3, latency_.mean_ns() / 1e3, u(errors_));
+    for (int k = 0; k < kErrorKinds; ++k) std::printf(", \"errors_%s\": %llu", kErrorNames[k], u(error_counts_[k]));
+    if (!o_.unix_path.empty()) std::printf(", \"unix\": %s", json_string(o_.unix_path).c_str());
+    std::printf(", \"interrupted\": %s}\n", interrupted_ ? "true" : "false");
+  }
+  std::fflush(stdout);
 }
 
 // Room for one descriptor per connection on the kernel backend: raise the soft limit as far as
@@ -542,59 +779,126 @@ int main(int argc, char** argv) {
       "  rr    C connections; each sends a B-byte request and reads the echo before the next\n"
       "  cps   every request a new connection: connect, send B bytes, read them back, close; C in flight\n"
       "  bulk  C connections stream B-byte blocks (up to --window bytes unechoed) while reading the echo\n"
+      "  mixed --clients connections in all, --concurrency at once; each sends --requests requests one at a\n"
+      "        time, of sizes drawn log-uniformly from --min-size to --max-size (--seed), reads each echo\n"
+      "        before the next, then closes\n"
       "Latency: from the request's first byte sent (cps: from connect()) to the last byte of its echo.\n"
-      "Exit status 0 if every request was answered intact, 1 on any error or if none completed, 2 on bad usage."};
+      "Exit status 0 if every request was answered intact (mixed: and every client finished), 1 on any error "
+      "or if none completed, 2 on bad usage."};
   app::CommonOptions common;
   Options o;
   app::add_common_options(cli, common);
-  cli.add_option("--host", o.host, "server IPv4 address")->capture_default_str();
-  cli.add_option("--port", o.port, "server TCP port")->capture_default_str();
-  cli.add_option("--mode", o.mode, "rr (request/response), cps (connection per request) or bulk (streaming)")
-      ->check(CLI::IsMember({"rr", "cps", "bulk"}))
+  auto* host = cli.add_option("--host", o.host, "server IPv4 address")->capture_default_str();
+  auto* port = cli.add_option("--port", o.port, "server TCP port")->capture_default_str();
+  auto* unix_path = cli.add_option("--unix", o.unix_path,
+                                   "connect to this AF_UNIX stream socket instead of --host and --port (e.g. unix-echo's; "
+                                   "the kernel's on either --stack)")
+                        ->excludes(host)
+                        ->excludes(port);
+  cli.add_option("--mode", o.mode, "rr (request/response), cps (connection per request), bulk (streaming) or mixed")
+      ->check(CLI::IsMember({"rr", "cps", "bulk", "mixed"}))
       ->capture_default_str();
-  cli.add_option("--connections", o.connections, "connections (cps: exchanges in flight)")
-      ->check(CLI::Range(1, 100000))
-      ->capture_default_str();
-  cli.add_option("--size", o.size, "bytes per request (bulk: per block)")
-      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 30))
-      ->capture_default_str();
-  auto* requests = cli.add_option("--requests", o.requests, "requests in all, across connections (default 1000)")
-                       ->check(CLI::Range(uint64_t{1}, ~uint64_t{0} >> 1));
-  auto* duration =
-      cli.add_option("--duration", o.duration, "run for this many seconds instead; requests in flight then are not counted")
-          ->check(CLI::Range(0.001, 1e6));
+  auto* connections = cli.add_option("--connections", o.connections, "connections (cps: exchanges in flight; not mixed)")
+                          ->check(CLI::Range(1, 100000))
+                          ->capture_default_str();
+  auto* size = cli.add_option("--size", o.size, "bytes per request (bulk: per block; not mixed)")
+                   ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 30))
+                   ->capture_default_str();
+  auto* requests =
+      cli.add_option("--requests", o.requests, "requests in all, across connections (default 1000); mixed: per client (default 100)")
+          ->check(CLI::Range(uint64_t{1}, ~uint64_t{0} >> 1));
+  auto* duration = cli.add_option("--duration", o.duration,
+                                  "run for this many seconds instead; requests in flight then are not counted (not mixed)")
+                       ->check(CLI::Range(0.001, 1e6));
   requests->excludes(duration);
+  auto* window = cli.add_option("--window", o.window,
+                                "bulk: bytes sent and not yet echoed, per connection, before waiting (and at most 4096 blocks)")
+                     ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 40))
+                     ->capture_default_str();
+  const char* kMixedOnly = "mixed: ";
+  std::vector<CLI::Option*> mixed_only = {
+      cli.add_option("--clients", o.clients, std::string(kMixedOnly) + "connections in all, one after another")
+          ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 40))
+          ->capture_default_str(),
+      cli.add_option("--concurrency", o.concurrency, std::string(kMixedOnly) + "connections at once")
+          ->check(CLI::Range(1, 100000))
+          ->capture_default_str(),
+      cli.add_option("--min-size", o.min_size, std::string(kMixedOnly) + "smallest request, bytes")
+          ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 30))
+          ->capture_default_str(),
+      cli.add_option("--max-size", o.max_size, std::string(kMixedOnly) + "largest request, bytes")
+          ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 30))
+          ->capture_default_str(),
+      cli.add_option("--seed", o.seed, std::string(kMixedOnly) + "seed of the request sizes and bytes; a seed replays a run")
+          ->check(app::kNotNegative)
+          ->capture_default_str(),
+  };
   cli.add_flag("--json", o.json, "also print one JSON object with the results as the last line of stdout");
   cli.add_option("--timeout", o.timeout, "give up (an error) after this many seconds without progress")
       ->check(CLI::Range(0.001, 1e6))
-      ->capture_default_str();
-  cli.add_option("--window", o.window, "bulk: bytes sent and not yet echoed, per connection, before waiting (and at most 4096 blocks)")
-      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 40))
       ->capture_default_str();
   cli.add_option("--max-errors", o.max_errors, "stop the run after this many errors (0: never)")
       ->check(app::kNotNegative)
       ->capture_default_str();
   if (int status = app::parse_command_line(cli, argc, argv); status >= 0) return status;
-  if (o.requests == 0 && o.duration == 0) o.requests = 1000;
-  Mode mode = o.mode == "rr" ? Mode::kRr : o.mode == "cps" ? Mode::kCps : Mode::kBulk;
+  Mode mode = o.mode == "rr"    ? Mode::kRr
+              : o.mode == "cps" ? Mode::kCps
+              : o.mode == "bulk" ? Mode::kBulk
+                                 : Mode::kMixed;
+  // An option of another mode would be silently ignored: refuse it instead.
+  for (CLI::Option* opt : mode == Mode::kMixed ? std::vector<CLI::Option*>{connections, size, duration, window} : mixed_only) {
+    if (opt->count() > 0) {
+      std::fprintf(stderr, "%s: %s does not apply to --mode %s\n", kProgram, opt->get_name().c_str(), o.mode.c_str());
+      return 2;
+    }
+  }
+  if (mode == Mode::kMixed) {
+    if (o.min_size > o.max_size) {
+      std::fprintf(stderr, "%s: --min-size %llu is above --max-size %llu\n", kProgram,
+                   static_cast<unsigned long long>(o.min_size), static_cast<unsigned long long>(o.max_size));
+      return 2;
+    }
+    if (o.requests == 0) o.requests = 100;
+  } else if (o.requests == 0 && o.duration == 0) {
+    o.requests = 1000;
+  }
 
-  sockaddr_in server{};
-  if (!app::make_addr(o.host, o.port, &server)) {
-    std::fprintf(stderr, "%s: --host %s is not an IPv4 address\n", kProgram, o.host.c_str());
-    return 2;
+  Target server;
+  if (unix_path->count() > 0) {
+    sockaddr_un un{};
+    un.sun_family = AF_UNIX;
+    if (o.unix_path.empty() || o.unix_path.size() >= sizeof un.sun_path) {
+      std::fprintf(stderr, "%s: --unix: a path of 1 to %zu bytes\n", kProgram, sizeof un.sun_path - 1);
+      return 2;
+    }
+    std::memcpy(un.sun_path, o.unix_path.data(), o.unix_path.size());
+    server.domain = AF_UNIX;
+    std::memcpy(&server.addr, &un, sizeof un);
+    server.len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + o.unix_path.size() + 1);
+    server.name = o.unix_path;
+  } else {
+    sockaddr_in in{};
+    if (!app::make_addr(o.host, o.port, &in)) {
+      std::fprintf(stderr, "%s: --host %s is not an IPv4 address\n", kProgram, o.host.c_str());
+      return 2;
+    }
+    std::memcpy(&server.addr, &in, sizeof in);
+    server.len = sizeof in;
+    server.name = app::format_addr(in);
   }
-  make_room_for(uint64_t{o.connections} + 64);
+  make_room_for(uint64_t{mode == Mode::kMixed ? o.concurrency : o.connections} + 64);
   if (!app::start_backend(common, kProgram)) return 1;
-  int ep = ustack::epoll_create1(0);
-  if (ep < 0) {
-    std::fprintf(stderr, "%s: epoll_create1: %s\n", kProgram, std::strerror(errno));
-    ustack::shutdown();
-    return 1;
-  }
-  Loadgen gen(o, mode, server, ep);
-  gen.run();
-  int status = gen.report(common.stack);
-  ustack::close(ep);
+  int status = 1;
+  {
+    Poller poller(server.domain == AF_UNIX);
+    if (poller.open()) {
+      Loadgen gen(o, mode, server, poller);
+      gen.run();
+      status = gen.report(common.stack);
+    } else {
+      std::fprintf(stderr, "%s: epoll_create1: %s\n", kProgram, std::strerror(errno));
+    }
+  }  // the poller's epoll instance closes before the backend stops
   ustack::shutdown();
   return status;
 }

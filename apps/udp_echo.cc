@@ -17,11 +17,18 @@ int main(int argc, char** argv) {
   uint16_t port = 7777;
   std::string bind_addr = "0.0.0.0";
   uint64_t max_datagrams = 0;
+  int rcvbuf = 4 << 20;
   app::add_common_options(cli, common);
   cli.add_option("--port", port, "UDP port to serve")->capture_default_str();
   cli.add_option("--bind", bind_addr, "local address to bind")->capture_default_str();
   cli.add_option("--count", max_datagrams, "exit after echoing this many datagrams (0: run until SIGINT/SIGTERM)")
       ->check(app::kNotNegative);
+  // The default buffer (208 KiB on Linux) holds three 64 KiB datagrams: a burst from many clients
+  // would overflow it and wait for their retransmissions.
+  cli.add_option("--rcvbuf", rcvbuf, "SO_RCVBUF to ask for, bytes (the system caps it: Linux at net.core.rmem_max); 0: "
+                                     "the system's default")
+      ->check(CLI::Range(0, 1 << 30))
+      ->capture_default_str();
   CLI11_PARSE(cli, argc, argv);
 
   sockaddr_in addr{};
@@ -36,6 +43,9 @@ int main(int argc, char** argv) {
   if (fd < 0 || ustack::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     std::fprintf(stderr, "udp-echo: cannot bind %s:%u: %s\n", bind_addr.c_str(), port, std::strerror(errno));
     return 1;
+  }
+  if (rcvbuf > 0 && ustack::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) != 0) {
+    std::fprintf(stderr, "udp-echo: warning: SO_RCVBUF %d: %s\n", rcvbuf, std::strerror(errno));
   }
   int ep = ustack::epoll_create1(0);
   epoll_event ev{};

@@ -1,0 +1,271 @@
+#pragma once
+// What the TCP echo servers (the server designs of a sockets course, one program each) share:
+// their flags, the listening socket, the counters and the summary line, the blocking echo of one
+// connection, and the Stopper that ends a server whose threads block in accept, recv and send.
+// Only ustack:: calls, so every server runs on either backend (--stack).
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include "app_common.h"
+#include "tcp_common.h"
+
+namespace app {
+
+// ---- flags ----
+
+struct ServerOptions {
+  CommonOptions common;
+  uint16_t port = 7777;
+  std::string bind = "0.0.0.0";
+  int backlog = 128;
+  sockaddr_in addr{};  // --bind and --port, once parsed
+};
+
+/// --stack --config --stats --port --bind --backlog.
+inline void add_server_options(CLI::App& cli, ServerOptions& o) {
+  add_common_options(cli, o.common);
+  cli.add_option("--port", o.port, "TCP port to serve")->capture_default_str();
+  cli.add_option("--bind", o.bind, "local IPv4 address to bind")->capture_default_str();
+  cli.add_option("--backlog", o.backlog, "listen() backlog")->check(CLI::Range(1, 65535))->capture_default_str();
+}
+
+/// Parses the command line and fills o.addr. Returns the exit status to leave with (0 after
+/// --help, 2 on a usage error), or -1 to go on.
+inline int parse_server_command_line(CLI::App& cli, int argc, char** argv, const char* program, ServerOptions& o) {
+  if (int status = parse_command_line(cli, argc, argv); status >= 0) return status;
+  if (!make_addr(o.bind, o.port, &o.addr)) {
+    std::fprintf(stderr, "%s: --bind %s is not an IPv4 address\n", program, o.bind.c_str());
+    return 2;
+  }
+  return -1;
+}
+
+// ---- the listening socket ----
+
+/// A TCP socket listening on `addr` (SO_REUSEADDR, and SO_REUSEPORT if asked, so that several
+/// listeners share the port). `type_flags` is 0 or SOCK_NONBLOCK. Returns its descriptor, or -1
+/// after printing why on stderr.
+inline int listen_tcp(const char* program, const sockaddr_in& addr, int backlog, int type_flags,
+                      bool reuseport = false) {
+  int fd = ustack::socket(AF_INET, SOCK_STREAM | type_flags, 0);
+  if (fd < 0) {
+    std::fprintf(stderr, "%s: cannot create a TCP socket: %s\n", program, socket_failure(errno).c_str());
+    return -1;
+  }
+  int one = 1;
+  // A restarted server must not wait for the last run's TIME-WAIT connections to expire.
+  if (ustack::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) {
+    std::fprintf(stderr, "%s: warning: SO_REUSEADDR: %s\n", program, std::strerror(errno));
+  }
+  const char* step = "SO_REUSEPORT";
+  if (!reuseport || ustack::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0) {
+    step = "bind";
+    if (ustack::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) {
+      step = "listen";
+      if (ustack::listen(fd, backlog) == 0) return fd;
+    }
+  }
+  std::fprintf(stderr, "%s: cannot listen on %s (%s): %s\n", program, format_addr(addr).c_str(), step,
+               std::strerror(errno));
+  ustack::close(fd);
+  return -1;
+}
+
+/// The address a socket is bound to (the port the system chose for --port 0).
+inline sockaddr_in local_addr(int fd) {
+  sockaddr_in a{};
+  socklen_t len = sizeof a;
+  ustack::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  return a;
+}
+
+/// The one line test scripts wait for (they look for "serving").
+inline void print_serving(const char* program, const ServerOptions& o, int listen_fd) {
+  std::printf("%s: serving %s:%u on the %s stack\n", program, o.bind.c_str(), ntohs(local_addr(listen_fd).sin_port),
+              o.common.stack.c_str());
+  std::fflush(stdout);
+}
+
+// ---- counters ----
+
+/// What a server counts. Atomic: the threads of a server share one.
+struct ServerStats {
+  static constexpr uint64_t kMaxErrorsShown = 10;  // errors described on stderr; all are counted
+
+  std::atomic<uint64_t> accepted{0};
+  std::atomic<uint64_t> echoed{0};  // bytes sent back
+  std::atomic<uint64_t> errors{0};
+
+  /// Counts an error of a connection and describes the first kMaxErrorsShown.
+  void fail(const char* program, const sockaddr_in& peer, const char* what, int err) {
+    uint64_t n = ++errors;
+    if (n <= kMaxErrorsShown) {
+      std::fprintf(stderr, "%s: %s: %s: %s%s\n", program, format_addr(peer).c_str(), what, std::strerror(err),
+                   n == kMaxErrorsShown ? " (further errors only counted)" : "");
+    }
+  }
+};
+
+/// The summary line at exit; `extra` (e.g. ", 3 refused") goes after the error count.
+inline void print_summary(const char* program, uint64_t accepted, uint64_t echoed, uint64_t errors,
+                          const std::string& extra = "") {
+  std::printf("%s: %llu connections accepted, %llu bytes echoed, %llu errors%s\n", program,
+              static_cast<unsigned long long>(accepted), static_cast<unsigned long long>(echoed),
+              static_cast<unsigned long long>(errors), extra.c_str());
+  std::fflush(stdout);
+}
+
+inline void print_summary(const char* program, const ServerStats& s, const std::string& extra = "") {
+  print_summary(program, s.accepted.load(), s.echoed.load(), s.errors.load(), extra);
+}
+
+// ---- blocking echo ----
+
+/// Sends all of [data, data + len) on a blocking socket. False on an error (counted unless the
+/// server is stopping, whose shutdown() is the cause).
+inline bool send_all(const char* program, int fd, const sockaddr_in& peer, const char* data, size_t len,
+                     ServerStats& stats) {
+  while (len > 0) {
+    ssize_t n = ustack::send(fd, data, len, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (!g_stop) stats.fail(program, peer, "send", errno);
+      return false;
+    }
+    stats.echoed += static_cast<uint64_t>(n);
+    data += n;
+    len -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+/// The echo of one connection on a blocking socket: receive, send it all back, until the peer
+/// closes (or resets) the connection or a shutdown() wakes the call. Does not close `fd`.
+inline void echo_blocking(const char* program, int fd, const sockaddr_in& peer, ServerStats& stats) {
+  std::vector<char> buf(64 * 1024);
+  for (;;) {
+    ssize_t n = ustack::recv(fd, buf.data(), buf.size(), 0);
+    if (n == 0) return;  // the peer closed its side (or the Stopper shut ours)
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (!g_stop) stats.fail(program, peer, "recv", errno);
+      return;
+    }
+    if (!send_all(program, fd, peer, buf.data(), static_cast<size_t>(n), stats)) return;
+  }
+}
+
+// ---- stopping a blocking server ----
+
+/// Ends a server whose threads block in accept, recv and send, where no flag is ever looked at:
+/// SIGINT and SIGTERM are blocked in every thread, and one thread of the Stopper waits for them
+/// (sigwait). Then it sets g_stop and shuts down the listener (a blocked accept fails) and every
+/// connection registered with it (a blocked recv returns 0, a blocked send fails), under a lock
+/// that close() takes too, so it never shuts down a descriptor number that was reused.
+class Stopper {
+ public:
+  /// Blocks SIGINT and SIGTERM in the calling thread and so in every thread it starts later. Call
+  /// it before start_backend(), so that ustack's engine thread has them blocked too.
+  static void block_signals() {
+    sigset_t set = stop_signals();
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  }
+
+  /// Starts the thread that waits for SIGINT or SIGTERM.
+  void start(int listen_fd) {
+    listen_fd_ = listen_fd;
+    thread_ = std::thread([this] {
+      sigset_t set = stop_signals();
+      int sig = 0;
+      while (sigwait(&set, &sig) != 0) {
+      }
+      stop();
+    });
+  }
+
+  /// Registers an accepted connection. False when the server is stopping: the caller closes it.
+  bool add(int fd) {
+    std::lock_guard lock(mutex_);
+    if (g_stop) return false;
+    fds_.insert(fd);
+    return true;
+  }
+
+  /// Forgets a connection and closes it.
+  void close(int fd) {
+    std::lock_guard lock(mutex_);
+    fds_.erase(fd);
+    ustack::close(fd);
+  }
+
+  /// Stops the server, if no signal did, and joins the thread. Call once the listener's
+  /// thread is done accepting, before closing the listener.
+  void join() {
+    if (!thread_.joinable()) return;
+    pthread_kill(thread_.native_handle(), SIGTERM);  // harmless if it has stopped already: SIGTERM stays blocked
+    thread_.join();
+  }
+
+ private:
+  static sigset_t stop_signals() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    return set;
+  }
+
+  void stop() {
+    std::lock_guard lock(mutex_);
+    g_stop = 1;
+    ustack::shutdown(listen_fd_, SHUT_RDWR);
+    for (int fd : fds_) ustack::shutdown(fd, SHUT_RDWR);
+  }
+
+  std::mutex mutex_;
+  std::unordered_set<int> fds_;
+  int listen_fd_ = -1;
+  std::thread thread_;
+};
+
+/// Waits for the next connection on a blocking listener and registers it with the Stopper.
+/// Returns its descriptor, or -1 once the server is stopping. A failure other than a connection
+/// that went away before it was accepted (out of descriptors, say) is counted and retried 100 ms
+/// later.
+inline int accept_blocking(const char* program, int listen_fd, Stopper& stopper, ServerStats& stats,
+                           sockaddr_in* peer) {
+  while (!g_stop) {
+    socklen_t len = sizeof *peer;
+    int fd = ustack::accept(listen_fd, reinterpret_cast<sockaddr*>(peer), &len);
+    if (fd >= 0) {
+      if (!stopper.add(fd)) {
+        ustack::close(fd);
+        return -1;
+      }
+      ++stats.accepted;
+      set_nodelay(program, fd);
+      return fd;
+    }
+    if (g_stop) break;  // the Stopper shut the listener down
+    if (errno == EINTR || errno == ECONNABORTED) continue;
+    ++stats.errors;
+    std::fprintf(stderr, "%s: accept: %s (retrying in 100 ms)\n", program, std::strerror(errno));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return -1;
+}
+
+}  // namespace app
