@@ -445,8 +445,8 @@ int main(int argc, char** argv) {
       "                    --requests requests one at a time, of sizes drawn log-uniformly from --min-size to\n"
       "                    --max-size (--seed); a request unanswered for --retry-ms is sent again, up to\n"
       "                    --retries times\n"
-      "Exit status 0 if every datagram came back intact (mixed: and every client finished), 1 otherwise, "
-      "2 on bad usage or if the server cannot be reached."};
+      "Exit status 0 if every datagram came back intact (mixed: and every client finished), 1 otherwise (mixed: "
+      "also when nothing listens there), 2 on bad usage (simple: also when the server cannot be reached)."};
   app::CommonOptions common;
   std::string host = "198.18.0.2";
   uint16_t port = 7777;
