@@ -1,8 +1,10 @@
-# Shared by scripts/demo, scripts/test and the test tiers: install what is missing, build, and
-# create/remove network namespaces. Source it; do not run it.
+# Shared by scripts/demo, scripts/test, bench/ and the test tiers: install what is missing, build,
+# create/remove network namespaces, stop processes by PID. Source it; do not run it. (A script
+# that sources it may define its own log() afterwards: stop_process calls whichever is defined.)
 
 USTACK_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 USTACK_BUILD="${USTACK_BUILD:-$USTACK_ROOT/build}"
+USTACK_APPS="$USTACK_BUILD/apps"   # the apps (apps/meson.build builds them there)
 
 # Debian packages the build, the tests and the demo use (see README, "Dependencies").
 USTACK_PACKAGES=(
@@ -75,4 +77,24 @@ wait_for_link() {
     [ $SECONDS -ge $deadline ] && return 1
     sleep 0.1
   done
+}
+
+# stop_process PID [NAME]: stops a process this script started, by its own PID (never by name):
+# SIGTERM, then SIGKILL if it still runs after 5 s; reaps it and returns its exit status (0 if it
+# had already been reaped). A ustack process that did not exit cleanly leaves its DPDK runtime
+# directory /var/run/dpdk/ustack-PID (named after its pid, so ours): removed then. Call it as
+# `stop_process "$pid" || status=$?` under `set -e`.
+stop_process() {
+  local pid=$1 name=${2:-pid $1} status=0 i
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "$name ignored SIGTERM for 5 s: SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  wait "$pid" 2>/dev/null || status=$?
+  if ((status != 0)); then rm -rf -- "/var/run/dpdk/ustack-$pid" 2>/dev/null || true; fi
+  return $status
 }

@@ -41,13 +41,15 @@ int fail(int err) {
   return -1;
 }
 
-// Every counter, then the gauges: open descriptors and TCP connections (what leak checks read).
+// Every counter, then the gauges: open descriptors, TCP connections and how many of them are in
+// TIME-WAIT (what leak checks read).
 void for_each_stat(const api::CounterVisitor& visit) {
   api::UserBackend* u = g().user.get();
   if (!u) return;
   u->engine().stack().stats().for_each(visit);
   visit("api", "open_descriptors", static_cast<uint64_t>(u->open_descriptors()));
   visit("tcp", "connections", u->engine().tcp_connections());
+  visit("tcp", "time_wait", u->engine().tcp_time_wait());
 }
 
 // The backend for a descriptor, or null (errno EBADF) for an ustack descriptor with no backend.

@@ -60,6 +60,7 @@ class Engine {
   size_t poll_once() {
     const size_t n = stack_->poll(now());
     tcp_connections_.store(stack_->tcp().connections(), std::memory_order_relaxed);
+    tcp_time_wait_.store(stack_->tcp().time_wait_connections(), std::memory_order_relaxed);
     return n;
   }
   /// What a call that does not wait does first, so that it sees what already arrived: one turn in
@@ -81,6 +82,8 @@ class Engine {
   void unlock() { mutex_.unlock(); }
   /// TCP connections in the table at the last turn (readable from any thread: a gauge).
   size_t tcp_connections() const { return tcp_connections_.load(std::memory_order_relaxed); }
+  /// Of those, the ones in TIME-WAIT.
+  size_t tcp_time_wait() const { return tcp_time_wait_.load(std::memory_order_relaxed); }
 
   enum class RunResult { kReady, kTimedOut, kInterrupted };
 
@@ -159,6 +162,7 @@ class Engine {
   std::atomic<int> contenders_{0};  // calls waiting for the lock: the engine thread yields to them
   std::atomic<bool> stopping_{false};
   std::atomic<size_t> tcp_connections_{0};
+  std::atomic<size_t> tcp_time_wait_{0};
   std::thread thread_;
 };
 

@@ -10,8 +10,10 @@
 # (SKIP for meson test; 1 instead when USTACK_REQUIRE_ALL_TIERS=1, as scripts/test sets).
 
 BUILD=${USTACK_BUILD:-/work/main/build}
-APP="$BUILD/udp-echo"
-CLIENT="$BUILD/udp-client"
+# stop_process (stops a process of ours by its PID); log is redefined below.
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
+APP="$BUILD/apps/udp-echo"
+CLIENT="$BUILD/apps/udp-client"
 DPDK_RUN=/var/run/dpdk         # DPDK's runtime directories, as root
 PROBER_MAC=02:75:73:74:6b:01   # the kernel end of ust0 gets a MAC of its own (net_tap gives it ours)
 PROBER_MAC1=02:75:73:74:6b:02  # ... and of ust1
@@ -116,22 +118,12 @@ wait_exit() {
   forget_pid "$pid"
 }
 
-# stop_pid PID: SIGTERM, SIGKILL after 5 s; the exit status goes to RC. A process that did not
-# exit cleanly may leave its DPDK runtime directory (ustack-PID): removed here, it is ours.
+# stop_pid PID: stop_process (scripts/lib.sh: SIGTERM, SIGKILL after 5 s, the runtime directory
+# of a process that did not exit cleanly removed), then forgets PID; the exit status goes to RC.
 stop_pid() {
-  local pid=$1
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then
-      log "pid $pid ignored SIGTERM for 5 s: SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
   RC=0
-  wait "$pid" 2>/dev/null || RC=$?
-  forget_pid "$pid"
-  if [[ $RC -ne 0 ]]; then rm -rf -- "${DPDK_RUN:?}/ustack-$pid"; fi
+  stop_process "$1" || RC=$?
+  forget_pid "$1"
 }
 
 forget_pid() {

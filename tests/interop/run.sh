@@ -36,6 +36,8 @@
 set -euo pipefail
 
 BUILD=${1:-${USTACK_BUILD:-/work/main/build}}
+# stop_process (stops a process of ours by its PID); log is redefined below.
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
 PY=/usr/bin/python3            # Debian's python3 (http.server, the pattern, JSON parsing)
 USTACK_IP=198.18.0.2
 KERNEL_IP=198.18.0.1
@@ -62,7 +64,7 @@ if ((${#missing[@]})); then
   exit 1
 fi
 for app in epoll-server loadgen http-responder http-fetch; do
-  [[ -x "$BUILD/$app" ]] || { log "$BUILD/$app not found (build first, or pass the build dir)"; exit 1; }
+  [[ -x "$BUILD/apps/$app" ]] || { log "$BUILD/apps/$app not found (build first, or pass the build dir)"; exit 1; }
 done
 
 # The configuration is what this script sets, nothing inherited (USTACK_EAL passes through).
@@ -80,30 +82,13 @@ FAILED=0
 RESULTS=()     # "case|result|seconds|throughput"
 T_START=$SECONDS
 
-# Stops a process by its PID: SIGTERM, then SIGKILL after 5 s; returns its exit status. A ustack
-# process that did not exit cleanly leaves its DPDK runtime directory, named after its pid.
-stop_pid() {
-  local pid=$1 status=0
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then
-      log "pid $pid ignored SIGTERM for 5 s: SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
-  wait "$pid" 2>/dev/null || status=$?
-  if ((status != 0)); then rm -rf "$DPDK_RUN/ustack-$pid" 2>/dev/null || true; fi
-  return $status
-}
-
 # Runs on every exit. No `set -e` here: one step failing must not skip the others.
 cleanup() {
   local rc=$?
   set +e
   trap - EXIT INT TERM
   local pid
-  for pid in "${PIDS[@]}"; do stop_pid "$pid" || true; done
+  for pid in "${PIDS[@]}"; do stop_process "$pid" || true; done
   if [[ $rc -ne 0 || -n "${USTACK_INTEROP_VERBOSE:-}" ]]; then
     for f in "$TMP"/*.log; do
       [[ -s "$f" ]] || continue
@@ -170,7 +155,7 @@ wait_deadline() {
   done
   if kill -0 "$pid" 2>/dev/null; then
     log "pid $pid still running after ${secs}s: stopping it"
-    stop_pid "$pid" || true
+    stop_process "$pid" || true
     return 124
   fi
   wait "$pid" || status=$?
@@ -234,7 +219,7 @@ start_ustack_server() {
   local name=$1 app=$2
   shift 2
   ip netns exec "$NS_A" env USTACK_DEV=net_tap0,iface=ust0 USTACK_IP="$USTACK_IP/$PREFIX" \
-    USTACK_EAL="${USTACK_EAL:-}" "$BUILD/$app" --stack ustack --stats "$@" >"$TMP/$name.log" 2>&1 &
+    USTACK_EAL="${USTACK_EAL:-}" "$BUILD/apps/$app" --stack ustack --stats "$@" >"$TMP/$name.log" 2>&1 &
   SERVER_PID=$!   # the app itself: ip netns exec and env exec it
   PIDS+=("$SERVER_PID")
   wait_for "$app" "$TMP/$name.log" "$app: serving" 30 "$SERVER_PID"
@@ -248,7 +233,7 @@ stop_ustack_server() {
   local keep=() p
   for p in "${PIDS[@]}"; do [[ "$p" == "$pid" ]] || keep+=("$p"); done
   PIDS=("${keep[@]}")
-  stop_pid "$pid" || status=$?
+  stop_process "$pid" || status=$?
   grep -E "^epoll-server: [0-9]+ connections|^http-responder: " "$TMP/$name.log" | sed 's/^/    /' >&2 || true
   log "$name counters: $(grep -E '^tcp\.(rx_resets|tx_resets|retransmits|fast_retransmits|rto_timeouts|out_of_window|rx_out_of_order) [1-9]' "$TMP/$name.log" | tr '\n' ' ')"
   if ((status != 0)); then
@@ -281,7 +266,7 @@ run_kernel_loadgen() {
   shift 3
   local t0
   t0=$(now)
-  timeout -k 5 "$limit" ip netns exec "$NS_A" "$BUILD/loadgen" --stack kernel --host "$USTACK_IP" \
+  timeout -k 5 "$limit" ip netns exec "$NS_A" "$BUILD/apps/loadgen" --stack kernel --host "$USTACK_IP" \
     --port "$ECHO_PORT" --json "$@" --requests "$want" >"$logf" 2>&1 || status=$?
   loadgen_check "$name" "$logf" "$want" "$(elapsed "$t0")" "$status"
 }
@@ -358,7 +343,7 @@ start_kernel_server() {
   ip netns exec "$NS_B" "$@" >"$TMP/$name.log" 2>&1 &
   PIDS+=("$!")
 }
-start_kernel_server echo-server-kernel "$BUILD/epoll-server" --stack kernel --port "$ECHO_PORT"
+start_kernel_server echo-server-kernel "$BUILD/apps/epoll-server" --stack kernel --port "$ECHO_PORT"
 # -b 4096: socat echoes through one pipe it both writes and reads; with its default 8 KiB block it
 # can block writing 8 KiB into a pipe that select() called writable with only PIPE_BUF (4 KiB)
 # free, and then nobody drains the pipe (a slow reader on the TCP side fills it): socat hangs.
@@ -384,7 +369,7 @@ run_ustack_client() {
   local t0
   t0=$(now)
   ip netns exec "$NS_B" env USTACK_DEV=net_tap0,iface=ust0 USTACK_IP="$USTACK_IP/$PREFIX" \
-    USTACK_EAL="${USTACK_EAL:-}" "$BUILD/$app" --stack ustack --stats "$@" >"$LAST_LOG" 2>"$LAST_LOG.err" &
+    USTACK_EAL="${USTACK_EAL:-}" "$BUILD/apps/$app" --stack ustack --stats "$@" >"$LAST_LOG" 2>"$LAST_LOG.err" &
   pid=$!
   setup_tap "$NS_B" "$pid" || true
   wait_deadline "$pid" "$limit" || LAST_STATUS=$?

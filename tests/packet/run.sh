@@ -34,6 +34,8 @@ for arg in "${@:2}"; do
   esac
 done
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# stop_process (stops a process of ours by its PID); log is redefined below.
+source "$HERE/../../scripts/lib.sh"
 PY=/usr/bin/python3            # Debian's python3, the one with python3-scapy
 PORT=7777
 TARGET_IP=198.18.0.2
@@ -63,7 +65,7 @@ else
   APP_NAME=udp-echo
   TEST_PY=test_packets.py
 fi
-APP="$BUILD/$APP_NAME"
+APP="$BUILD/apps/$APP_NAME"
 if [[ ! -x "$APP" ]]; then echo "run.sh: $APP not found (build first, or pass the build dir)" >&2; exit 1; fi
 
 RUN_ID="$$-$RANDOM"
@@ -76,33 +78,21 @@ APP_LOG="$TMP/app.log"
 
 log() { echo "run.sh[$TARGET${SUITE_ARGS_TAG:-}]: $*" >&2; }
 
-# Stops the app by its own PID: SIGTERM, then SIGKILL after 5 s. Sets APP_STATUS.
+# Stops the app by its own PID (stop_process: SIGTERM, then SIGKILL after 5 s; the runtime
+# directory of a ustack app that did not exit cleanly removed). Sets APP_STATUS.
 APP_STATUS=""
 stop_app() {
   [[ -n "$APP_PID" ]] || return 0
   local pid=$APP_PID
   APP_PID=""
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then
-      log "$APP_NAME (pid $pid) ignored SIGTERM for 5 s: SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
   APP_STATUS=0
-  wait "$pid" 2>/dev/null || APP_STATUS=$?
-  # A DPDK process that did not exit cleanly leaves its runtime directory (named after its pid).
-  if [[ "$TARGET" == ustack && "$APP_STATUS" != 0 ]]; then rm -rf "/var/run/dpdk/ustack-$pid" 2>/dev/null || true; fi
+  stop_process "$pid" "$APP_NAME (pid $pid)" || APP_STATUS=$?
 }
 
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  if [[ -n "$TEST_PID" ]]; then
-    kill -TERM "$TEST_PID" 2>/dev/null || true
-    wait "$TEST_PID" 2>/dev/null || true
-  fi
+  if [[ -n "$TEST_PID" ]]; then stop_process "$TEST_PID" || true; fi
   stop_app
   if [[ -s "$APP_LOG" && ( $rc -ne 0 || -n "${USTACK_PACKET_VERBOSE:-}" ) ]]; then
     log "$APP_NAME output:"
