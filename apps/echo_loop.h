@@ -133,7 +133,8 @@ class EchoConn {
     if (pending_size() == 0) {
       head_ = 0;
       pending_.clear();
-      if (pending_.capacity() > 2 * kEchoReadChunk) std::vector<char>().swap(pending_);  // an idle connection keeps little
+      // An idle connection keeps little.
+      if (pending_.capacity() > 2 * kEchoReadChunk) std::vector<char>().swap(pending_);
     } else if (head_ >= kMaxPending / 2) {
       pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(head_));
       head_ = 0;

@@ -68,7 +68,8 @@ int main(int argc, char** argv) {
       }
     }
     if (fds[0].revents & POLLIN) {
-      bool drained = app::accept_all(ctx, listen_fd, [&](int fd, const sockaddr_in& peer) { conns.emplace_back(fd, peer); });
+      bool drained =
+          app::accept_all(ctx, listen_fd, [&](int fd, const sockaddr_in& peer) { conns.emplace_back(fd, peer); });
       if (!drained) accept_again = app::Clock::now() + app::kAcceptPause;
     }
   }

@@ -22,6 +22,7 @@
 namespace ustack::apitest {
 
 extern Backend g_backend;
+extern bool g_threaded;  // ustack in threaded mode (api_tests --threaded)
 
 inline sockaddr_in loopback(uint16_t port) {
   sockaddr_in a{};

@@ -26,8 +26,6 @@
 
 namespace ustack::apitest {
 
-extern bool g_threaded;  // api_test_main.cc: --threaded
-
 namespace {
 
 using namespace std::chrono_literals;
@@ -480,4 +478,23 @@ TEST_F(ThreadedApi, ManyThreadsDoRequestResponseAgainstAnEpollServer) {
 }
 
 }  // namespace
+// ustack's inline mode has no lock: a call from a thread other than the one that started the
+// backend is refused (EPERM) rather than left to race the engine. Nothing like it on the kernel.
+TEST(InlineModeApi, ACallFromAnotherThreadIsRefused) {
+  if (g_backend != Backend::kUstack || g_threaded) GTEST_SKIP() << "ustack inline mode only";
+  int fd = -1;
+  int err = 0;
+  std::thread([&] {
+    fd = ustack::socket(AF_INET, SOCK_STREAM, 0);
+    err = errno;
+  }).join();
+  EXPECT_EQ(fd, -1);
+  EXPECT_EQ(err, EPERM);
+  // The starting thread is still served, and the refused call left nothing open.
+  const int before = ustack::open_descriptors();
+  Tcp own;
+  EXPECT_GE(own.fd(), 0);
+  EXPECT_EQ(ustack::open_descriptors(), before + 1);
+}
+
 }  // namespace ustack::apitest
