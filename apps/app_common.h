@@ -2,6 +2,7 @@
 // What every demo app shares: the --stack/--config/--stats flags, starting the backend, and a
 // stop flag set by SIGINT/SIGTERM so that the apps exit cleanly (and print their counters).
 
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <string>
@@ -18,7 +19,10 @@ struct CommonOptions {
   bool stats = false;
 };
 
-inline volatile std::sig_atomic_t g_stop = 0;
+/// Set by the SIGINT/SIGTERM handler or a stopping thread, read by every thread: a lock-free
+/// atomic is both async-signal-safe and free of data races.
+inline std::atomic<int> g_stop{0};
+static_assert(std::atomic<int>::is_always_lock_free);
 
 /// CLI11 reads "-1" into an unsigned option as 2^64-1; counts must refuse it.
 inline const CLI::Validator kNotNegative(
