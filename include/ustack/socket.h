@@ -16,9 +16,10 @@ namespace ustack {
 inline constexpr int kUserFdBase = 1 << 30;
 inline bool is_user_fd(int fd) { return fd >= kUserFdBase; }
 
-/// AF_INET SOCK_DGRAM on the ustack backend: an ustack UDP socket. AF_INET SOCK_STREAM on ustack:
-/// -1/EPROTONOSUPPORT until TCP lands. AF_INET6: -1/EAFNOSUPPORT. AF_UNIX and other families:
-/// forwarded to the kernel on either backend.
+/// AF_INET SOCK_DGRAM and SOCK_STREAM on the ustack backend: an ustack UDP or TCP socket.
+/// AF_INET6: -1/EAFNOSUPPORT. AF_UNIX and other families: forwarded to the kernel on either
+/// backend. On ustack in inline mode, a call from a thread other than the one that called init()
+/// fails with EPERM (every call here; see ustack.h, InitOptions::threaded).
 int socket(int domain, int type, int protocol);
 int bind(int fd, const sockaddr* addr, socklen_t addrlen);
 int connect(int fd, const sockaddr* addr, socklen_t addrlen);
