@@ -23,7 +23,8 @@ struct InitOptions {
   bool print_stats_at_exit = false;
   /// Threaded mode: the engine polls on a thread of its own and any application thread may make
   /// calls; a blocking call sleeps until the engine makes it ready. Off (inline mode): the engine
-  /// runs inside the calls that wait, on the thread that called init(), which alone may make calls.
+  /// runs inside the calls that wait, and calls must not overlap: one made while another thread
+  /// is inside a call fails with EPERM.
   /// The configuration key `threaded` (USTACK_THREADED) turns it on too. See README, "Threads".
   bool threaded = false;
   /// Program name for logs and the EAL's argv[0].
@@ -32,7 +33,7 @@ struct InitOptions {
 
 /// Starts the chosen backend. Returns 0, or -1 with errno set and last_error() saying what went
 /// wrong in words (a bad configuration key, a device that would not start). Call once, before any
-/// other ustack call; in inline mode from the thread that will make the calls (README, "Threads").
+/// other ustack call (README, "Threads").
 int init(const InitOptions& options);
 /// Closes every ustack descriptor, stops the engine and the device. Idempotent. Runs at exit.
 void shutdown();

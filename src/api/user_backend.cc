@@ -67,8 +67,8 @@ int UserBackend::install(std::shared_ptr<OpenFile> f, bool cloexec, int min_fd) 
 UserBackend::Call::Call(UserBackend& b) : backend_(b) {
   if (b.engine_->threaded()) {
     b.engine_->lock();
-  } else if (std::this_thread::get_id() != b.owner_) {
-    ok_ = false;
+  } else if (b.inline_busy_.exchange(true, std::memory_order_acquire)) {
+    ok_ = false;  // another thread is inside a call (maybe blocked in it, driving the engine)
     errno = EPERM;
     return;
   }
@@ -78,13 +78,14 @@ UserBackend::Call::Call(UserBackend& b) : backend_(b) {
 UserBackend::Call::~Call() {
   if (!ok_) return;
   backend_.calls_.fetch_sub(1, std::memory_order_relaxed);
-  if (backend_.engine_->threaded()) backend_.engine_->unlock();
+  if (backend_.engine_->threaded()) {
+    backend_.engine_->unlock();
+  } else {
+    backend_.inline_busy_.store(false, std::memory_order_release);
+  }
 }
 
-void UserBackend::start() {
-  owner_ = std::this_thread::get_id();
-  engine_->start_thread();
-}
+void UserBackend::start() { engine_->start_thread(); }
 
 int UserBackend::stop() {
   engine_->stop_thread();

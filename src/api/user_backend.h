@@ -104,9 +104,10 @@ class UserBackend {
   /// Open ustack descriptors (readable from any thread: a gauge).
   int open_descriptors() const { return open_count_.load(std::memory_order_relaxed); }
 
-  /// Held by every call while it runs. Threaded mode: the engine lock. Inline mode: nothing, but
-  /// a call from a thread other than the one that started the backend is refused (ok() false,
-  /// errno EPERM): the engine is not locked in inline mode.
+  /// Held by every call while it runs. Threaded mode: the engine lock. Inline mode: no lock; a
+  /// call made while another thread is inside one (say blocked in epoll_wait, driving the engine)
+  /// is refused (ok() false, errno EPERM) instead of racing it. Calls that do not overlap may
+  /// come from any thread (the packetdrill adapter serialises its two threads itself).
   class Call {
    public:
     explicit Call(UserBackend& b);
@@ -119,8 +120,7 @@ class UserBackend {
     UserBackend& backend_;
     bool ok_ = true;
   };
-  /// Threaded mode: starts the engine thread. Inline mode: the calling thread becomes the only
-  /// one that may call.
+  /// Threaded mode: starts the engine thread.
   void start();
   /// Stops the engine thread (threaded mode). Returns the calls still in progress in other
   /// threads: the backend must then outlive them (it is left to the process exit).
@@ -187,7 +187,7 @@ class UserBackend {
   std::set<int> free_;             // POSIX: the lowest free descriptor is used
   std::atomic<int> open_count_{0};
   std::atomic<int> calls_{0};      // calls in progress
-  std::thread::id owner_;          // inline mode: the one thread that may call
+  std::atomic<bool> inline_busy_{false};  // inline mode: a call is in progress
 };
 
 }  // namespace ustack::api
