@@ -1,7 +1,7 @@
 #pragma once
 // The echo of a non-blocking connection, whatever reports its readiness (epoll, poll, select),
 // and the epoll loop that epoll-server (level-triggered), epoll-et-server (edge-triggered) and
-// each thread of reuseport-server run.
+// each thread of reuseport-server run; the first two share their main() too.
 //
 // Every byte received is sent back. What the socket does not take at once waits in the
 // connection's pending buffer and goes out once the socket is writable again. While more than
@@ -22,8 +22,6 @@ namespace app {
 constexpr size_t kEchoReadChunk = 64 * 1024;
 constexpr size_t kMaxPending = 1 << 20;  // stop reading a connection while this much waits to go back
 constexpr int kReadsPerEvent = 16;       // level-triggered: then let other connections have a turn
-constexpr auto kAcceptPause = std::chrono::milliseconds(100);
-using Clock = std::chrono::steady_clock;
 
 /// What the connections of one loop share: the program's name for messages, the counters, and
 /// the buffer recv() reads into. One per thread.
@@ -164,30 +162,16 @@ class EchoConn {
   bool peer_done_ = false;  // EOF read: send what is pending, then close
 };
 
-/// Accepts every connection waiting on a non-blocking listener (until EAGAIN) and hands each one,
-/// non-blocking, to add(fd, peer). Returns false after a failure that leaves connections waiting
-/// (out of descriptors or memory: EMFILE, ENFILE, ENOBUFS, ENOMEM), counted and reported: a
-/// level-triggered listener would report them again at once, so the caller stops watching it for
-/// kAcceptPause instead of spinning.
+/// accept_nonblocking() for an echo server: counts each connection accepted, and the failure
+/// after which the caller rests the listener for kAcceptPause.
 template <class Add>
 bool accept_all(EchoContext& ctx, int listen_fd, Add&& add) {
-  for (;;) {
-    sockaddr_in peer{};
-    socklen_t len = sizeof peer;
-    int fd = ustack::accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK);
-    if (fd >= 0) {
-      ++ctx.stats.accepted;
-      set_nodelay(ctx.program, fd);
-      add(fd, peer);
-      continue;
-    }
-    if (errno == EINTR || errno == ECONNABORTED) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
-    ++ctx.stats.errors;
-    std::fprintf(stderr, "%s: accept: %s (not accepting for %lld ms)\n", ctx.program, std::strerror(errno),
-                 static_cast<long long>(kAcceptPause.count()));
-    return false;
-  }
+  bool drained = accept_nonblocking(ctx.program, listen_fd, [&](int fd, const sockaddr_in& peer) {
+    ++ctx.stats.accepted;
+    add(fd, peer);
+  });
+  if (!drained) ++ctx.stats.errors;
+  return drained;
 }
 
 /// The epoll loop of one listener and its connections.
@@ -223,30 +207,25 @@ class EpollEchoLoop {
       std::fprintf(stderr, "%s: epoll_ctl on the listener: %s\n", ctx_.program, std::strerror(errno));
       return false;
     }
+    listener_pause_ = ListenerPause(ctx_.program, ep_, listen_fd_, kListenerTag, listener_events());
     return true;
   }
 
-  /// Serves until g_stop is set (true) or epoll_wait fails (false, after printing why). Wakes at
-  /// least every 100 ms to look at g_stop.
+  /// Serves until g_stop is set (true) or epoll_wait fails (false, after printing why).
   bool run() {
-    std::vector<epoll_event> events(256);
-    while (!g_stop) {
-      int n = ustack::epoll_wait(ep_, events.data(), static_cast<int>(events.size()), 100);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        std::fprintf(stderr, "%s: epoll_wait: %s\n", ctx_.program, std::strerror(errno));
-        return false;
-      }
-      if (listener_paused_ && Clock::now() >= resume_at_) resume_listener();
-      for (int i = 0; i < n; ++i) {
-        if (events[i].data.u64 == kListenerTag) {
-          accept_waiting();
-        } else {
-          handle(events[i].data.u64, events[i].events);
-        }
-      }
-    }
-    return true;
+    return run_epoll_loop(
+        ctx_.program, ep_,
+        [&](const epoll_event& e) {
+          if (e.data.u64 == kListenerTag) {
+            accept_waiting();
+          } else {
+            handle(e.data.u64, e.events);
+          }
+        },
+        [&] {
+          // Edge-triggered, the connections that waited meanwhile bring no new edge: accept them now.
+          if (listener_pause_.resume_if_due(Clock::now())) accept_waiting();
+        });
   }
 
   /// Closes every connection and the epoll instance (not the listener).
@@ -278,26 +257,7 @@ class EpollEchoLoop {
         close_conn(tag, w);
       }
     });
-    if (!drained && watch_listener(0)) {
-      listener_paused_ = true;
-      resume_at_ = Clock::now() + kAcceptPause;
-    }
-  }
-
-  // Edge-triggered, the connections that waited meanwhile bring no new edge: accept them now.
-  void resume_listener() {
-    if (!watch_listener(listener_events())) return;
-    listener_paused_ = false;
-    accept_waiting();
-  }
-
-  bool watch_listener(uint32_t events) {
-    epoll_event ev{};
-    ev.events = events;
-    ev.data.u64 = kListenerTag;
-    if (ustack::epoll_ctl(ep_, EPOLL_CTL_MOD, listen_fd_, &ev) == 0) return true;
-    std::fprintf(stderr, "%s: epoll_ctl on the listener: %s\n", ctx_.program, std::strerror(errno));
-    return false;
+    if (!drained) listener_pause_.pause();
   }
 
   void handle(uint64_t tag, uint32_t events) {
@@ -341,8 +301,31 @@ class EpollEchoLoop {
   int ep_ = -1;
   int listen_fd_ = -1;
   Slab<Watched> conns_;
-  bool listener_paused_ = false;
-  Clock::time_point resume_at_{};
+  ListenerPause listener_pause_;
 };
+
+/// The main() of epoll-server (Trigger::kLevel) and epoll-et-server (Trigger::kEdge): one
+/// EpollEchoLoop over a non-blocking listener until SIGINT or SIGTERM, then the summary line.
+inline int run_epoll_echo_server(int argc, char** argv, const char* program, EpollEchoLoop::Trigger trigger,
+                                 const char* description) {
+  CLI::App cli{description};
+  ServerOptions opt;
+  add_server_options(cli, opt);
+  int listen_fd = -1;
+  if (int status = start_server(cli, argc, argv, program, opt, &listen_fd); status >= 0) return status;
+  ServerStats stats;
+  EpollEchoLoop loop(program, trigger, stats);
+  bool serving = loop.open(listen_fd);
+  bool ok = false;
+  if (serving) {
+    print_serving(program, opt, listen_fd);
+    ok = loop.run();
+  }
+  loop.close();
+  ustack::close(listen_fd);
+  if (serving) print_summary(program, stats);
+  ustack::shutdown();
+  return ok ? 0 : 1;
+}
 
 }  // namespace app

@@ -54,7 +54,6 @@ constexpr int kSendTimeoutS = 30;    // a worker gives up on a client that takes
 constexpr int kLingerS = 2;          // and waits this long for the client's close after the response
 constexpr size_t kCopyBuffer = 256 * 1024;  // --io readwrite: bytes per read()
 constexpr size_t kSendfileChunk = size_t{1} << 30;
-constexpr auto kAcceptPause = std::chrono::milliseconds(100);
 constexpr int kMaxErrorsShown = 10;
 
 enum class Io { kSendfile, kReadWrite };
@@ -382,20 +381,16 @@ struct Conn {
 class Acceptor {
  public:
   Acceptor(int ep, int listen_fd, uint64_t listener_tag, const std::string& root, WorkQueue& queue, Stats& stats)
-      : ep_(ep), listen_fd_(listen_fd), listener_tag_(listener_tag), root_(root), queue_(queue), stats_(stats) {}
+      : ep_(ep),
+        listen_fd_(listen_fd),
+        root_(root),
+        queue_(queue),
+        stats_(stats),
+        listener_pause_(kProgram, ep, listen_fd, listener_tag, EPOLLIN) {}
 
   void accept_all() {
-    for (;;) {
-      sockaddr_in peer{};
-      socklen_t len = sizeof peer;
-      int fd = ustack::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK);
-      if (fd < 0) {
-        if (errno == EINTR || errno == ECONNABORTED) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) pause_listener(errno);
-        return;
-      }
+    bool drained = app::accept_nonblocking(kProgram, listen_fd_, [&](int fd, const sockaddr_in& peer) {
       ++stats_.accepted;
-      app::set_nodelay(kProgram, fd);  // the head and a short body must not wait for a delayed ACK
       Conn c;
       c.fd = fd;
       c.peer = peer;
@@ -405,6 +400,10 @@ class Acceptor {
       ev.events = EPOLLIN | EPOLLRDHUP;
       ev.data.u64 = tag;
       if (ustack::epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) != 0) fail(tag, *conns_.find(tag), "epoll_ctl", errno);
+    });
+    if (!drained) {
+      ++stats_.errors;
+      listener_pause_.pause();
     }
   }
 
@@ -448,7 +447,7 @@ class Acceptor {
   /// Once a second is enough: closes connections without a whole request in time, and watches
   /// the listener again after a pause.
   void tick(Clock::time_point now) {
-    if (listener_paused_ && now >= resume_at_ && watch_listener(EPOLLIN)) listener_paused_ = false;
+    listener_pause_.resume_if_due(now);
     if (now < next_sweep_) return;
     next_sweep_ = now + std::chrono::seconds(1);
     conns_.for_each([&](uint64_t tag, Conn& c) {
@@ -461,25 +460,6 @@ class Acceptor {
   }
 
  private:
-  void pause_listener(int err) {
-    ++stats_.errors;
-    std::fprintf(stderr, "%s: accept: %s (not accepting for %lld ms)\n", kProgram, std::strerror(err),
-                 static_cast<long long>(kAcceptPause.count()));
-    if (watch_listener(0)) {
-      listener_paused_ = true;
-      resume_at_ = Clock::now() + kAcceptPause;
-    }
-  }
-
-  bool watch_listener(uint32_t events) {
-    epoll_event ev{};
-    ev.events = events;
-    ev.data.u64 = listener_tag_;
-    if (ustack::epoll_ctl(ep_, EPOLL_CTL_MOD, listen_fd_, &ev) == 0) return true;
-    std::fprintf(stderr, "%s: epoll_ctl on the listener: %s\n", kProgram, std::strerror(errno));
-    return false;
-  }
-
   void fail(uint64_t tag, Conn& c, const char* what, int err) {
     stats_.fail(c.peer, what, err);
     close_conn(tag, c);
@@ -492,13 +472,11 @@ class Acceptor {
 
   int ep_;
   int listen_fd_;
-  uint64_t listener_tag_;
   const std::string& root_;
   WorkQueue& queue_;
   Stats& stats_;
+  app::ListenerPause listener_pause_;
   app::Slab<Conn> conns_;
-  bool listener_paused_ = false;
-  Clock::time_point resume_at_{};
   Clock::time_point next_sweep_{};
 };
 
@@ -562,9 +540,7 @@ int main(int argc, char** argv) {
     ustack::shutdown();
     return 1;
   }
-  sockaddr_in bound{};
-  socklen_t bound_len = sizeof bound;
-  ustack::getsockname(listen_fd, reinterpret_cast<sockaddr*>(&bound), &bound_len);
+  sockaddr_in bound = app::local_addr(listen_fd);
 
   Stats stats;
   WorkQueue queue;
@@ -579,25 +555,16 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   Acceptor acceptor(ep, listen_fd, kListenerTag, root, queue, stats);
-  int exit_code = 0;
-  std::vector<epoll_event> events(256);
-  while (!app::g_stop) {
-    int n = ustack::epoll_wait(ep, events.data(), static_cast<int>(events.size()), 100);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      std::fprintf(stderr, "%s: epoll_wait: %s\n", kProgram, std::strerror(errno));
-      exit_code = 1;
-      break;
-    }
-    for (int i = 0; i < n; ++i) {
-      if (events[i].data.u64 == kListenerTag) {
-        acceptor.accept_all();
-      } else {
-        acceptor.handle(events[i].data.u64);
-      }
-    }
-    acceptor.tick(Clock::now());
-  }
+  bool ok = app::run_epoll_loop(
+      kProgram, ep,
+      [&](const epoll_event& e) {
+        if (e.data.u64 == kListenerTag) {
+          acceptor.accept_all();
+        } else {
+          acceptor.handle(e.data.u64);
+        }
+      },
+      [&] { acceptor.tick(Clock::now()); });
   ustack::close(listen_fd);
   acceptor.close_all();
   queue.stop();
@@ -613,5 +580,5 @@ int main(int argc, char** argv) {
               u(stats.server_error), u(stats.body_bytes), u(stats.errors));
   std::fflush(stdout);
   ustack::shutdown();
-  return exit_code;
+  return ok ? 0 : 1;
 }

@@ -28,7 +28,6 @@ constexpr size_t kMaxRequestHead = 8 * 1024;       // a longer request line and 
 constexpr uint64_t kMaxBody = uint64_t{1} << 40;   // the largest /size/N
 constexpr auto kRequestTimeout = std::chrono::seconds(30);  // to send the whole request head
 constexpr auto kLinger = std::chrono::seconds(5);           // to close after our response
-constexpr auto kAcceptPause = std::chrono::milliseconds(100);
 constexpr int kMaxErrorsShown = 10;
 
 enum class Phase {
@@ -85,20 +84,14 @@ Request parse_request(std::string_view head, uint64_t default_size) {
 class Responder {
  public:
   Responder(int ep, int listen_fd, uint64_t listener_tag, uint64_t body_size)
-      : ep_(ep), listen_fd_(listen_fd), listener_tag_(listener_tag), body_size_(body_size) {}
+      : ep_(ep),
+        listen_fd_(listen_fd),
+        body_size_(body_size),
+        listener_pause_(kProgram, ep, listen_fd, listener_tag, EPOLLIN) {}
 
   void accept_all() {
-    for (;;) {
-      sockaddr_in peer{};
-      socklen_t len = sizeof peer;
-      int fd = ustack::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK);
-      if (fd < 0) {
-        if (errno == EINTR || errno == ECONNABORTED) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) pause_listener(errno);
-        return;
-      }
+    bool drained = app::accept_nonblocking(kProgram, listen_fd_, [&](int fd, const sockaddr_in& peer) {
       ++accepted_;
-      app::set_nodelay(kProgram, fd);
       Conn c;
       c.fd = fd;
       c.peer = peer;
@@ -109,6 +102,10 @@ class Responder {
       ev.events = EPOLLIN | EPOLLRDHUP;
       ev.data.u64 = tag;
       if (ustack::epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) != 0) fail(tag, *conns_.find(tag), errno, "epoll_ctl");
+    });
+    if (!drained) {
+      ++errors_;
+      listener_pause_.pause();
     }
   }
 
@@ -137,7 +134,7 @@ class Responder {
   /// Once a second is enough: closes connections past their phase's deadline, and watches the
   /// listener again after a pause.
   void tick(Clock::time_point now) {
-    if (listener_paused_ && now >= resume_at_ && watch_listener(EPOLLIN)) listener_paused_ = false;
+    listener_pause_.resume_if_due(now);
     if (now < next_sweep_) return;
     next_sweep_ = now + std::chrono::seconds(1);
     conns_.for_each([&](uint64_t tag, Conn& c) {
@@ -265,25 +262,6 @@ class Responder {
     c.watching = want;
   }
 
-  void pause_listener(int err) {
-    ++errors_;
-    std::fprintf(stderr, "%s: accept: %s (not accepting for %lld ms)\n", kProgram, std::strerror(err),
-                 static_cast<long long>(kAcceptPause.count()));
-    if (watch_listener(0)) {
-      listener_paused_ = true;
-      resume_at_ = Clock::now() + kAcceptPause;
-    }
-  }
-
-  bool watch_listener(uint32_t events) {
-    epoll_event ev{};
-    ev.events = events;
-    ev.data.u64 = listener_tag_;
-    if (ustack::epoll_ctl(ep_, EPOLL_CTL_MOD, listen_fd_, &ev) == 0) return true;
-    std::fprintf(stderr, "%s: epoll_ctl on the listener: %s\n", kProgram, std::strerror(errno));
-    return false;
-  }
-
   void fail(uint64_t tag, Conn& c, int err, const char* what) {
     if (++errors_ <= kMaxErrorsShown) {
       std::fprintf(stderr, "%s: %s: %s: %s%s\n", kProgram, app::format_addr(c.peer).c_str(), what,
@@ -299,12 +277,10 @@ class Responder {
 
   int ep_;
   int listen_fd_;
-  uint64_t listener_tag_;
   uint64_t body_size_;
+  app::ListenerPause listener_pause_;
   app::BodyPattern pattern_;
   app::Slab<Conn> conns_;
-  bool listener_paused_ = false;
-  Clock::time_point resume_at_{};
   Clock::time_point next_sweep_{};
   uint64_t accepted_ = 0;
   uint64_t responses_ = 0;
@@ -357,29 +333,20 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   Responder responder(ep, listen_fd, kListenerTag, body_size);
-  int exit_code = 0;
-  std::vector<epoll_event> events(256);
-  while (!app::g_stop) {
-    int n = ustack::epoll_wait(ep, events.data(), static_cast<int>(events.size()), 100);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      std::fprintf(stderr, "%s: epoll_wait: %s\n", kProgram, std::strerror(errno));
-      exit_code = 1;
-      break;
-    }
-    for (int i = 0; i < n; ++i) {
-      if (events[i].data.u64 == kListenerTag) {
-        responder.accept_all();
-      } else {
-        responder.handle(events[i].data.u64, events[i].events);
-      }
-    }
-    responder.tick(Clock::now());
-  }
+  bool ok = app::run_epoll_loop(
+      kProgram, ep,
+      [&](const epoll_event& e) {
+        if (e.data.u64 == kListenerTag) {
+          responder.accept_all();
+        } else {
+          responder.handle(e.data.u64, e.events);
+        }
+      },
+      [&] { responder.tick(Clock::now()); });
   responder.close_all();
   ustack::close(listen_fd);
   ustack::close(ep);
   responder.print_summary();
   ustack::shutdown();
-  return exit_code;
+  return ok ? 0 : 1;
 }

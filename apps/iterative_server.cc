@@ -22,15 +22,11 @@ int main(int argc, char** argv) {
       "queue). Prints a summary on SIGINT/SIGTERM."};
   app::ServerOptions opt;
   app::add_server_options(cli, opt);
-  if (int status = app::parse_server_command_line(cli, argc, argv, kProgram, opt); status >= 0) return status;
-
-  app::Stopper::block_signals();
-  // Threaded: the Stopper's thread makes calls (shutdown) too.
-  if (!app::start_backend(opt.common, kProgram, /*threaded=*/true)) return 1;
-  int listen_fd = app::listen_tcp(kProgram, opt.addr, opt.backlog, 0);
-  if (listen_fd < 0) return 1;
   app::Stopper stopper;
-  stopper.start(listen_fd);
+  int listen_fd = -1;
+  if (int status = app::start_blocking_server(cli, argc, argv, kProgram, opt, stopper, &listen_fd); status >= 0) {
+    return status;
+  }
   app::print_serving(kProgram, opt, listen_fd);
 
   app::ServerStats stats;
@@ -38,8 +34,7 @@ int main(int argc, char** argv) {
     sockaddr_in peer{};
     int fd = app::accept_blocking(kProgram, listen_fd, stopper, stats, &peer);
     if (fd < 0) break;  // stopping
-    app::echo_blocking(kProgram, fd, peer, stats);
-    stopper.close(fd);
+    app::echo_and_close(kProgram, fd, peer, stopper, stats);
   }
   stopper.join();
   ustack::close(listen_fd);

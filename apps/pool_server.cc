@@ -80,14 +80,11 @@ int main(int argc, char** argv) {
   cli.add_option("--workers", workers, "worker threads, each serving one client at a time")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
-  if (int status = app::parse_server_command_line(cli, argc, argv, kProgram, opt); status >= 0) return status;
-
-  app::Stopper::block_signals();
-  if (!app::start_backend(opt.common, kProgram, /*threaded=*/true)) return 1;
-  int listen_fd = app::listen_tcp(kProgram, opt.addr, opt.backlog, 0);
-  if (listen_fd < 0) return 1;
   app::Stopper stopper;
-  stopper.start(listen_fd);
+  int listen_fd = -1;
+  if (int status = app::start_blocking_server(cli, argc, argv, kProgram, opt, stopper, &listen_fd); status >= 0) {
+    return status;
+  }
 
   app::ServerStats stats;
   ConnectionQueue queue;
@@ -96,8 +93,8 @@ int main(int argc, char** argv) {
     pool.emplace_back([&] {
       Accepted c;
       while (queue.pop(&c)) {
-        app::echo_blocking(kProgram, c.fd, c.peer, stats);  // returns at once if it was shut down while queued
-        stopper.close(c.fd);
+        // Returns at once if the connection was shut down while queued.
+        app::echo_and_close(kProgram, c.fd, c.peer, stopper, stats);
       }
     });
   }

@@ -29,11 +29,8 @@ int main(int argc, char** argv) {
       "connection is not read until its peer reads). Prints a summary on SIGINT/SIGTERM."};
   app::ServerOptions opt;
   app::add_server_options(cli, opt);
-  if (int status = app::parse_server_command_line(cli, argc, argv, kProgram, opt); status >= 0) return status;
-
-  if (!app::start_backend(opt.common, kProgram)) return 1;
-  int listen_fd = app::listen_tcp(kProgram, opt.addr, opt.backlog, SOCK_NONBLOCK);
-  if (listen_fd < 0) return 1;
+  int listen_fd = -1;
+  if (int status = app::start_server(cli, argc, argv, kProgram, opt, &listen_fd); status >= 0) return status;
   if (ustack::FdSet probe; !probe.set(listen_fd)) {
     std::fprintf(stderr, "%s: the listener's descriptor %d does not fit a descriptor set\n", kProgram, listen_fd);
     return 1;

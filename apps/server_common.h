@@ -1,7 +1,8 @@
 #pragma once
 // What the TCP echo servers (the server designs of a sockets course, one program each) share:
-// their flags, the listening socket, the counters and the summary line, the blocking echo of one
-// connection, and the Stopper that ends a server whose threads block in accept, recv and send.
+// their flags, the serving line, the counters and the summary line, the blocking echo of one
+// connection, the Stopper that ends a server whose threads block in accept, recv and send, and
+// the start of main() (command line, backend, listener).
 // Only ustack:: calls, so every server runs on either backend (--stack).
 
 #include <pthread.h>
@@ -53,44 +54,7 @@ inline int parse_server_command_line(CLI::App& cli, int argc, char** argv, const
   return -1;
 }
 
-// ---- the listening socket ----
-
-/// A TCP socket listening on `addr` (SO_REUSEADDR, and SO_REUSEPORT if asked, so that several
-/// listeners share the port). `type_flags` is 0 or SOCK_NONBLOCK. Returns its descriptor, or -1
-/// after printing why on stderr.
-inline int listen_tcp(const char* program, const sockaddr_in& addr, int backlog, int type_flags,
-                      bool reuseport = false) {
-  int fd = ustack::socket(AF_INET, SOCK_STREAM | type_flags, 0);
-  if (fd < 0) {
-    std::fprintf(stderr, "%s: cannot create a TCP socket: %s\n", program, socket_failure(errno).c_str());
-    return -1;
-  }
-  int one = 1;
-  // A restarted server must not wait for the last run's TIME-WAIT connections to expire.
-  if (ustack::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) {
-    std::fprintf(stderr, "%s: warning: SO_REUSEADDR: %s\n", program, std::strerror(errno));
-  }
-  const char* step = "SO_REUSEPORT";
-  if (!reuseport || ustack::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0) {
-    step = "bind";
-    if (ustack::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) {
-      step = "listen";
-      if (ustack::listen(fd, backlog) == 0) return fd;
-    }
-  }
-  std::fprintf(stderr, "%s: cannot listen on %s (%s): %s\n", program, format_addr(addr).c_str(), step,
-               std::strerror(errno));
-  ustack::close(fd);
-  return -1;
-}
-
-/// The address a socket is bound to (the port the system chose for --port 0).
-inline sockaddr_in local_addr(int fd) {
-  sockaddr_in a{};
-  socklen_t len = sizeof a;
-  ustack::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  return a;
-}
+// ---- the serving line ----
 
 /// The one line test scripts wait for (they look for "serving").
 inline void print_serving(const char* program, const ServerOptions& o, int listen_fd) {
@@ -265,6 +229,41 @@ inline int accept_blocking(const char* program, int listen_fd, Stopper& stopper,
     std::fprintf(stderr, "%s: accept: %s (retrying in 100 ms)\n", program, std::strerror(errno));
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
+  return -1;
+}
+
+/// Serves a connection from accept_blocking() with blocking calls (echo_blocking), then closes it.
+inline void echo_and_close(const char* program, int fd, const sockaddr_in& peer, Stopper& stopper,
+                           ServerStats& stats) {
+  echo_blocking(program, fd, peer, stats);
+  stopper.close(fd);
+}
+
+// ---- the start of a server ----
+
+/// What a one-thread server with non-blocking sockets does first: parses the command line (the
+/// options of `cli`, add_server_options' among them), starts the backend and opens a non-blocking
+/// listener, in *listen_fd. Returns the exit status to leave with (0 after --help, 2 on a usage
+/// error, 1 if the backend or the listener failed), or -1 to go on.
+inline int start_server(CLI::App& cli, int argc, char** argv, const char* program, ServerOptions& o,
+                        int* listen_fd) {
+  if (int status = parse_server_command_line(cli, argc, argv, program, o); status >= 0) return status;
+  if (!start_backend(o.common, program)) return 1;
+  *listen_fd = listen_tcp(program, o.addr, o.backlog, SOCK_NONBLOCK);
+  return *listen_fd < 0 ? 1 : -1;
+}
+
+/// The same for a server of blocking calls: SIGINT and SIGTERM are blocked for the Stopper
+/// before the backend starts (threaded: the Stopper's thread makes calls, shutdown, too), the
+/// listener is blocking, and `stopper` is started on it.
+inline int start_blocking_server(CLI::App& cli, int argc, char** argv, const char* program, ServerOptions& o,
+                                 Stopper& stopper, int* listen_fd) {
+  if (int status = parse_server_command_line(cli, argc, argv, program, o); status >= 0) return status;
+  Stopper::block_signals();
+  if (!start_backend(o.common, program, /*threaded=*/true)) return 1;
+  *listen_fd = listen_tcp(program, o.addr, o.backlog, 0);
+  if (*listen_fd < 0) return 1;
+  stopper.start(*listen_fd);
   return -1;
 }
 

@@ -1,12 +1,14 @@
 #pragma once
 // What the TCP demo apps share: http-responder's body pattern (which http-fetch verifies), a
-// table of connections whose epoll tags cannot be mistaken for a closed connection's, and the
-// listening socket of the two servers. Only ustack:: calls, so the apps run on either backend.
+// table of connections whose epoll tags cannot be mistaken for a closed connection's, the
+// listening socket, and accepting on it without spinning when out of descriptors. Only ustack::
+// calls, so the apps run on either backend.
 
 #include <arpa/inet.h>
 #include <netinet/tcp.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -18,6 +20,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "app_common.h"
 #include "ustack/epoll.h"
 #include "ustack/socket.h"
 
@@ -140,10 +143,12 @@ inline int socket_error(int fd) {
   return err;
 }
 
-/// A non-blocking TCP socket listening on `addr` and watched for EPOLLIN by `ep` under `tag`.
-/// Returns its descriptor, or -1 after printing why on stderr.
-inline int open_listener(const char* program, const sockaddr_in& addr, int backlog, int ep, uint64_t tag) {
-  int fd = ustack::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+/// A TCP socket listening on `addr` (SO_REUSEADDR, and SO_REUSEPORT if asked, so that several
+/// listeners share the port). `type_flags` is 0 or SOCK_NONBLOCK. Returns its descriptor, or -1
+/// after printing why on stderr.
+inline int listen_tcp(const char* program, const sockaddr_in& addr, int backlog, int type_flags,
+                      bool reuseport = false) {
+  int fd = ustack::socket(AF_INET, SOCK_STREAM | type_flags, 0);
   if (fd < 0) {
     std::fprintf(stderr, "%s: cannot create a TCP socket: %s\n", program, socket_failure(errno).c_str());
     return -1;
@@ -153,21 +158,41 @@ inline int open_listener(const char* program, const sockaddr_in& addr, int backl
   if (ustack::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) {
     std::fprintf(stderr, "%s: warning: SO_REUSEADDR: %s\n", program, std::strerror(errno));
   }
-  const char* step = "bind";
-  if (ustack::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) {
-    step = "listen";
-    if (ustack::listen(fd, backlog) == 0) {
-      epoll_event ev{};
-      ev.events = EPOLLIN;
-      ev.data.u64 = tag;
-      step = "epoll_ctl";
-      if (ustack::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0) return fd;
+  const char* step = "SO_REUSEPORT";
+  if (!reuseport || ustack::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0) {
+    step = "bind";
+    if (ustack::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) {
+      step = "listen";
+      if (ustack::listen(fd, backlog) == 0) return fd;
     }
   }
   std::fprintf(stderr, "%s: cannot listen on %s (%s): %s\n", program, format_addr(addr).c_str(), step,
                std::strerror(errno));
   ustack::close(fd);
   return -1;
+}
+
+/// A non-blocking TCP socket listening on `addr` and watched for EPOLLIN by `ep` under `tag`.
+/// Returns its descriptor, or -1 after printing why on stderr.
+inline int open_listener(const char* program, const sockaddr_in& addr, int backlog, int ep, uint64_t tag) {
+  int fd = listen_tcp(program, addr, backlog, SOCK_NONBLOCK);
+  if (fd < 0) return -1;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = tag;
+  if (ustack::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0) return fd;
+  std::fprintf(stderr, "%s: cannot listen on %s (epoll_ctl): %s\n", program, format_addr(addr).c_str(),
+               std::strerror(errno));
+  ustack::close(fd);
+  return -1;
+}
+
+/// The address a socket is bound to (the port the system chose for --port 0).
+inline sockaddr_in local_addr(int fd) {
+  sockaddr_in a{};
+  socklen_t len = sizeof a;
+  ustack::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  return a;
 }
 
 /// Sets TCP_NODELAY; the first failure is reported once (a backend may not have the option yet).
@@ -187,5 +212,99 @@ inline bool make_addr(const std::string& ip, uint16_t port, sockaddr_in* out) {
   out->sin_port = htons(port);
   return inet_pton(AF_INET, ip.c_str(), &out->sin_addr) == 1;
 }
+
+// ---- the epoll loop of a one-thread server ----
+
+/// Waits on `ep` until g_stop is set (true) or epoll_wait fails (false, after printing why), waking
+/// at least every 100 ms to look at g_stop; hands each event reported to on_event(const
+/// epoll_event&), then calls after_events() (deadlines, a paused listener) once per wait.
+template <class OnEvent, class AfterEvents>
+bool run_epoll_loop(const char* program, int ep, OnEvent&& on_event, AfterEvents&& after_events) {
+  std::vector<epoll_event> events(256);
+  while (!g_stop) {
+    int n = ustack::epoll_wait(ep, events.data(), static_cast<int>(events.size()), 100);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      std::fprintf(stderr, "%s: epoll_wait: %s\n", program, std::strerror(errno));
+      return false;
+    }
+    for (int i = 0; i < n; ++i) on_event(events[i]);
+    after_events();
+  }
+  return true;
+}
+
+// ---- accepting on a non-blocking listener ----
+
+using Clock = std::chrono::steady_clock;
+constexpr auto kAcceptPause = std::chrono::milliseconds(100);
+
+/// Accepts every connection waiting on a non-blocking listener (until EAGAIN) and hands each one,
+/// non-blocking and with TCP_NODELAY, to add(fd, peer). Returns false after a failure that leaves
+/// connections waiting (out of descriptors or memory: EMFILE, ENFILE, ENOBUFS, ENOMEM), reported
+/// on stderr for the caller to count: a level-triggered listener would report them again at
+/// once, so the caller stops watching it for kAcceptPause instead of spinning.
+template <class Add>
+bool accept_nonblocking(const char* program, int listen_fd, Add&& add) {
+  for (;;) {
+    sockaddr_in peer{};
+    socklen_t len = sizeof peer;
+    int fd = ustack::accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK);
+    if (fd >= 0) {
+      set_nodelay(program, fd);  // a request or a reply must not wait for a delayed ACK
+      add(fd, peer);
+      continue;
+    }
+    if (errno == EINTR || errno == ECONNABORTED) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+    std::fprintf(stderr, "%s: accept: %s (not accepting for %lld ms)\n", program, std::strerror(errno),
+                 static_cast<long long>(kAcceptPause.count()));
+    return false;
+  }
+}
+
+/// The pause of a listener in an epoll set after accept_nonblocking() failed: takes it out of the
+/// set (watches it for no event) for kAcceptPause, then watches it again for `events`.
+class ListenerPause {
+ public:
+  ListenerPause() = default;
+  /// The listener `listen_fd`, watched by `ep` under `tag` for `events` when not paused.
+  ListenerPause(const char* program, int ep, int listen_fd, uint64_t tag, uint32_t events)
+      : program_(program), ep_(ep), listen_fd_(listen_fd), tag_(tag), events_(events) {}
+
+  /// Stops watching the listener until kAcceptPause from now (if epoll_ctl fails, said on stderr,
+  /// it stays watched).
+  void pause() {
+    if (!watch(0)) return;
+    paused_ = true;
+    resume_at_ = Clock::now() + kAcceptPause;
+  }
+
+  /// Once the pause is over at `now`, watches the listener again. True when it did just now:
+  /// edge-triggered, the connections that waited meanwhile bring no new edge, so accept them.
+  bool resume_if_due(Clock::time_point now) {
+    if (!paused_ || now < resume_at_ || !watch(events_)) return false;
+    paused_ = false;
+    return true;
+  }
+
+ private:
+  bool watch(uint32_t events) {
+    epoll_event ev{};
+    ev.events = events;
+    ev.data.u64 = tag_;
+    if (ustack::epoll_ctl(ep_, EPOLL_CTL_MOD, listen_fd_, &ev) == 0) return true;
+    std::fprintf(stderr, "%s: epoll_ctl on the listener: %s\n", program_, std::strerror(errno));
+    return false;
+  }
+
+  const char* program_ = "";
+  int ep_ = -1;
+  int listen_fd_ = -1;
+  uint64_t tag_ = 0;
+  uint32_t events_ = 0;
+  bool paused_ = false;
+  Clock::time_point resume_at_{};
+};
 
 }  // namespace app

@@ -101,14 +101,11 @@ int main(int argc, char** argv) {
   cli.add_option("--max-threads", max_threads, "client threads at most (then accept() waits for one to end)")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
-  if (int status = app::parse_server_command_line(cli, argc, argv, kProgram, opt); status >= 0) return status;
-
-  app::Stopper::block_signals();
-  if (!app::start_backend(opt.common, kProgram, /*threaded=*/true)) return 1;
-  int listen_fd = app::listen_tcp(kProgram, opt.addr, opt.backlog, 0);
-  if (listen_fd < 0) return 1;
   app::Stopper stopper;
-  stopper.start(listen_fd);
+  int listen_fd = -1;
+  if (int status = app::start_blocking_server(cli, argc, argv, kProgram, opt, stopper, &listen_fd); status >= 0) {
+    return status;
+  }
   app::print_serving(kProgram, opt, listen_fd);
 
   app::ServerStats stats;
@@ -120,11 +117,7 @@ int main(int argc, char** argv) {
     if (fd < 0) break;  // stopping
     std::string error;
     bool started = clients.start(
-        [fd, peer, &stopper, &stats] {
-          app::echo_blocking(kProgram, fd, peer, stats);
-          stopper.close(fd);
-        },
-        &error);
+        [fd, peer, &stopper, &stats] { app::echo_and_close(kProgram, fd, peer, stopper, stats); }, &error);
     if (!started) {  // out of threads: this client is refused
       ++stats.errors;
       std::fprintf(stderr, "%s: %s: cannot start a thread: %s\n", kProgram, app::format_addr(peer).c_str(),

@@ -60,7 +60,7 @@ class UdpFile final : public OpenFile {
 /// A TCP socket through its life: fresh (maybe bound), listening, or one connection.
 class TcpFile final : public OpenFile, public Waitable, private tcp::ReadinessObserver {
  public:
-  TcpFile(Engine& engine, const tcp::SocketOptions& defaults) : engine_(engine), options(defaults) {}
+  TcpFile(Engine& engine, const tcp::SocketOptions& defaults) : options(defaults), engine_(engine) {}
   /// An accepted connection.
   TcpFile(Engine& engine, std::shared_ptr<tcp::TcpConnection> c);
   ~TcpFile() override;
