@@ -71,7 +71,5 @@ class CongestionControl {
 
 enum class CongestionAlgorithm { kNewReno };
 
-std::unique_ptr<CongestionControl> make_congestion_control(CongestionAlgorithm algorithm, uint32_t mss,
-                                                           uint32_t initial_segments);
 
 }  // namespace ustack::tcp

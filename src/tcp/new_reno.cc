@@ -29,13 +29,4 @@ uint32_t NewReno::on_loss(Instant, uint32_t in_flight) {
   return ssthresh_;
 }
 
-std::unique_ptr<CongestionControl> make_congestion_control(CongestionAlgorithm algorithm, uint32_t mss,
-                                                           uint32_t initial_segments) {
-  switch (algorithm) {
-    case CongestionAlgorithm::kNewReno:
-      break;
-  }
-  return std::make_unique<NewReno>(mss, initial_segments);
-}
-
 }  // namespace ustack::tcp

@@ -9,16 +9,16 @@ namespace {
 constexpr size_t kCopyBufferSize = 2048;
 }
 
-void ReceiveQueue::push_ready(Packet data, bool copy) {
+void ReceiveQueue::push_ready(Packet data, bool copy, uint32_t* copies) {
   if (data.size() == 0) return;
-  readable_ += data.size();
+  readable_ += static_cast<uint32_t>(data.size());
   if (!copy && !small_for_its_buffer(data)) {
-    charged_ += data.truesize();
+    charged_ += static_cast<uint32_t>(data.truesize());
     ready_.push_back(std::move(data));
     tail_is_ours_ = false;
     return;
   }
-  ++copies_;
+  ++*copies;
   size_t done = 0;
   if (tail_is_ours_ && !ready_.empty()) {
     Packet& tail = ready_.back();
@@ -30,21 +30,21 @@ void ReceiveQueue::push_ready(Packet data, bool copy) {
     const size_t left = data.size() - done;
     Packet p = Packet::heap(std::max(kCopyBufferSize, left), 0);
     std::memcpy(p.append(left), data.data() + done, left);
-    charged_ += p.truesize();
+    charged_ += static_cast<uint32_t>(p.truesize());
     ready_.push_back(std::move(p));
     tail_is_ours_ = true;
     done += left;
   }
 }
 
-ReceiveQueue::Added ReceiveQueue::add(SeqNum seq, Packet payload, bool copy) {
+ReceiveQueue::Added ReceiveQueue::add(SeqNum seq, Packet payload, bool copy, uint32_t* copies) {
   const SeqNum end = seq + static_cast<uint32_t>(payload.size());
   if (end <= next_) return Added::kDuplicate;
   if (seq <= next_) {
     payload.consume_front(static_cast<size_t>(next_ - seq));
     next_ = end;
-    push_ready(std::move(payload), copy);
-    pull_out_of_order();
+    push_ready(std::move(payload), copy, copies);
+    pull_out_of_order(copies);
     return Added::kInOrder;
   }
   // Out of order: keep the parts no piece holds yet (the first copy of a byte wins).
@@ -68,10 +68,10 @@ ReceiveQueue::Added ReceiveQueue::add(SeqNum seq, Packet payload, bool copy) {
   for (Piece& piece : fresh) {
     if (copy || small_for_its_buffer(piece.data)) {
       piece.data = Packet::copy_of(piece.data.bytes());
-      ++copies_;
+      ++*copies;
     }
-    ooo_bytes_ += piece.data.size();
-    charged_ += piece.data.truesize();
+    ooo_bytes_ += static_cast<uint32_t>(piece.data.size());
+    charged_ += static_cast<uint32_t>(piece.data.truesize());
     auto pos = std::lower_bound(ooo_.begin(), ooo_.end(), piece.seq,
                                 [](const Piece& p, SeqNum s) { return p.seq < s; });
     ooo_.insert(pos, std::move(piece));
@@ -79,19 +79,20 @@ ReceiveQueue::Added ReceiveQueue::add(SeqNum seq, Packet payload, bool copy) {
   return Added::kOutOfOrder;
 }
 
-void ReceiveQueue::pull_out_of_order() {
+void ReceiveQueue::pull_out_of_order(uint32_t* copies) {
   size_t taken = 0;
   while (taken < ooo_.size() && ooo_[taken].seq <= next_) {
     Piece& p = ooo_[taken++];
-    ooo_bytes_ -= p.data.size();
-    charged_ -= p.data.truesize();
+    ooo_bytes_ -= static_cast<uint32_t>(p.data.size());
+    charged_ -= static_cast<uint32_t>(p.data.truesize());
     const SeqNum end = p.seq + static_cast<uint32_t>(p.data.size());
     if (end <= next_) continue;
     p.data.consume_front(static_cast<size_t>(next_ - p.seq));
     next_ = end;
-    push_ready(std::move(p.data), false);
+    push_ready(std::move(p.data), false, copies);
   }
   ooo_.erase(ooo_.begin(), ooo_.begin() + static_cast<std::ptrdiff_t>(taken));
+  if (ooo_.empty()) std::vector<Piece>().swap(ooo_);  // the gap is filled: hold nothing
 }
 
 size_t ReceiveQueue::read(std::span<uint8_t> out, bool peek) {
@@ -107,14 +108,14 @@ size_t ReceiveQueue::read(std::span<uint8_t> out, bool peek) {
       continue;
     }
     if (n == p.size()) {
-      charged_ -= p.truesize();
+      charged_ -= static_cast<uint32_t>(p.truesize());
       ready_.pop_front();
       if (ready_.empty()) tail_is_ours_ = false;
     } else {
       p.consume_front(n);
     }
   }
-  if (!peek) readable_ -= done;
+  if (!peek) readable_ -= static_cast<uint32_t>(done);
   return done;
 }
 

@@ -6,11 +6,11 @@
 // of them when the device is short of buffers.
 
 #include <cstdint>
-#include <deque>
 #include <span>
 #include <vector>
 
 #include "base/packet.h"
+#include "base/ring.h"
 #include "tcp/segment.h"
 #include "tcp/seq_num.h"
 
@@ -18,11 +18,11 @@ namespace ustack::tcp {
 
 class ReceiveQueue {
  public:
-  explicit ReceiveQueue(size_t max_out_of_order = 256) : max_out_of_order_(max_out_of_order) {}
+  explicit ReceiveQueue(uint32_t max_out_of_order = 256) : max_out_of_order_(max_out_of_order) {}
 
   void reset(SeqNum next) {
     ready_.clear();
-    ooo_.clear();
+    std::vector<Piece>().swap(ooo_);
     next_ = next;
     readable_ = charged_ = 0;
     ooo_bytes_ = 0;
@@ -34,8 +34,9 @@ class ReceiveQueue {
 
   enum class Added { kInOrder, kOutOfOrder, kDuplicate, kDropped };
   /// Takes a segment's payload (a view: data() is its first byte) that starts at `seq` and lies
-  /// inside the window. `copy`: the device is short of buffers, keep nothing of its.
-  Added add(SeqNum seq, Packet payload, bool copy);
+  /// inside the window. `copy`: the device is short of buffers, keep nothing of its. Adds the
+  /// number of copies it made (small segments, or `copy`) to `*copies` (for the stats).
+  Added add(SeqNum seq, Packet payload, bool copy, uint32_t* copies);
 
   /// Bytes the application can read.
   size_t readable() const { return readable_; }
@@ -48,27 +49,26 @@ class ReceiveQueue {
   std::vector<SackBlock> out_of_order_ranges() const;
   /// Memory held (whole buffers).
   size_t charged() const { return charged_; }
-  /// Number of copies made because a segment was small or buffers were short (for stats).
-  uint64_t copies() const { return copies_; }
 
  private:
   struct Piece {
     SeqNum seq;
     Packet data;
   };
-  void push_ready(Packet data, bool copy);
-  void pull_out_of_order();
+  void push_ready(Packet data, bool copy, uint32_t* copies);
+  void pull_out_of_order(uint32_t* copies);
   static bool small_for_its_buffer(const Packet& p) { return p.size() * 4 < p.truesize(); }
 
-  size_t max_out_of_order_;
-  SeqNum next_;
-  std::deque<Packet> ready_;  // in order; front is read first
-  bool tail_is_ours_ = false; // ready_.back() is a copy buffer of ours with room to append
+  // Sized for an idle connection: both containers hold no memory while empty, and the counts are
+  // 32 bits (a receive buffer is far below 4 GiB).
+  Ring<Packet> ready_;        // in order; front is read first
   std::vector<Piece> ooo_;    // sorted by seq, never overlapping, all after next_
-  size_t readable_ = 0;
-  size_t charged_ = 0;
-  size_t ooo_bytes_ = 0;
-  uint64_t copies_ = 0;
+  SeqNum next_;
+  uint32_t readable_ = 0;
+  uint32_t charged_ = 0;
+  uint32_t ooo_bytes_ = 0;
+  uint32_t max_out_of_order_;
+  bool tail_is_ours_ = false; // ready_.back() is a copy buffer of ours with room to append
 };
 
 }  // namespace ustack::tcp

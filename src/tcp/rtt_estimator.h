@@ -9,6 +9,7 @@
 // segment into a second of stall. It is a parameter, so a deployment can choose the RFC's value.
 
 #include <algorithm>
+#include <cstdint>
 
 #include "base/instant.h"
 
@@ -22,7 +23,11 @@ struct RtoConfig {
 
 class RttEstimator {
  public:
-  explicit RttEstimator(const RtoConfig& config = {}) : config_(config), rto_(config.initial) {}
+  /// `config` (the layer's) outlives the estimator; the RTO starts at `initial`.
+  RttEstimator(const RtoConfig& config, Duration initial) : config_(&config), rto_(initial) {}
+  explicit RttEstimator(const RtoConfig& config = kDefaults) : RttEstimator(config, config.initial) {}
+  RttEstimator(RtoConfig&&, Duration) = delete;  // it would dangle
+  explicit RttEstimator(RtoConfig&&) = delete;
 
   /// RFC 6298 (2.2)/(2.3): a new measurement. Resets any backoff (5.7 is about the timer; Linux
   /// also recomputes RTO from the new estimate).
@@ -44,7 +49,7 @@ class RttEstimator {
 
   /// RFC 6298 (5.5): the timer expired; double the RTO (up to the ceiling).
   void back_off() {
-    ++backoffs_;
+    if (backoffs_ < UINT8_MAX) ++backoffs_;
     rto_ = clamp(rto_ * 2);
   }
 
@@ -55,14 +60,15 @@ class RttEstimator {
   int backoffs() const { return backoffs_; }
 
  private:
-  Duration clamp(Duration d) const { return std::clamp(d, config_.min, config_.max); }
+  static constexpr RtoConfig kDefaults{};
+  Duration clamp(Duration d) const { return std::clamp(d, config_->min, config_->max); }
 
-  RtoConfig config_;
+  const RtoConfig* config_;  // every connection has one: a pointer, not a copy
   Duration rto_;
   Duration srtt_{0};
   Duration rttvar_{0};
   bool has_sample_ = false;
-  int backoffs_ = 0;
+  uint8_t backoffs_ = 0;
 };
 
 }  // namespace ustack::tcp

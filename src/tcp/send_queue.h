@@ -7,12 +7,12 @@
 // Only a segment that does not start at a chunk, or a chunk the device still holds, is copied.
 
 #include <cstdint>
-#include <deque>
 #include <optional>
 #include <span>
 
 #include "base/instant.h"
 #include "base/packet.h"
+#include "base/ring.h"
 #include "tcp/seq_num.h"
 
 namespace ustack::tcp {
@@ -76,7 +76,7 @@ class SendQueue {
   };
   size_t index_of(SeqNum seq) const;
 
-  std::deque<Chunk> chunks_;
+  Ring<Chunk> chunks_;  // holds no memory while empty (an idle connection)
   SeqNum head_;
   SeqNum tail_;
   size_t charged_ = 0;

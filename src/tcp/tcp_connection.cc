@@ -51,9 +51,8 @@ TcpConnection::TcpConnection(TcpLayer& layer, const FourTuple& tuple, const ip::
       options_(options),
       rx_(layer.config().max_out_of_order),
       rtt_(layer.config().rto),
-      rtx_timer_(this, reinterpret_cast<void*>(kRetransmitTimer)),
-      delack_timer_(this, reinterpret_cast<void*>(kDelayedAckTimer)),
-      keepalive_timer_(this, reinterpret_cast<void*>(kKeepaliveTimer)) {
+      cc_(snd_mss_, layer.config().initial_cwnd_segments),
+      timers_(this) {
   // RFC 7323 §2.3: the shift our largest buffer needs, computed as Linux does
   // (tcp_select_initial_window: ilog2 of the largest buffer, less 15, at most 14), so that a peer
   // sees the same window scale from us as from a Linux host with the same tcp_rmem[2].
@@ -63,7 +62,7 @@ TcpConnection::TcpConnection(TcpLayer& layer, const FourTuple& tuple, const ip::
   rcv_wscale_ = static_cast<uint8_t>(std::clamp(log2 - 15, 0, 14));
   ts_offset_ = static_cast<uint32_t>(layer.rng().next());
   compute_mss();
-  cc_ = make_congestion_control(layer.config().congestion, snd_mss_, layer.config().initial_cwnd_segments);
+  cc_ = NewReno(snd_mss_, layer.config().initial_cwnd_segments);
 }
 
 TcpConnection::~TcpConnection() = default;
@@ -77,7 +76,7 @@ void TcpConnection::compute_mss() {
   if (options_.user_mss) mss = std::min(mss, options_.user_mss);
   if (ts_enabled_) mss = static_cast<uint16_t>(mss - 12);  // RFC 7323's 10 bytes, padded to 12
   snd_mss_ = std::max<uint16_t>(mss, 64);  // a peer announcing less is refused that little
-  if (cc_) cc_->set_mss(snd_mss_);
+  cc_.set_mss(snd_mss_);
 }
 
 void TcpConnection::open_active(Instant now, SeqNum iss) {
@@ -142,7 +141,7 @@ Result<size_t, int> TcpConnection::send(Instant now, std::span<const uint8_t> da
   const size_t taken = tx_.append(data, snd_mss_, snd_nxt_, options_.sndbuf, layer_);
   if (taken == 0) return size_t{0};
   // RFC 5681 §4.1: a connection idle for more than an RTO restarts from the initial window.
-  if (was_idle && in_flight() == 0 && now - last_send_ > rtt_.rto()) cc_->restart_after_idle();
+  if (was_idle && in_flight() == 0 && now - last_send_ > rtt_.rto()) cc_.restart_after_idle();
   output(now);
   return taken;
 }
@@ -214,7 +213,7 @@ void TcpConnection::close(Instant now) {
     case State::kFinWait2:
       // An orphan waits for the peer's FIN only so long (tcp_fin_timeout).
       rtx_mode_ = RtxMode::kFinWait2;
-      layer_.timers().schedule(rtx_timer_, now + layer_.config().fin_wait2_timeout);
+      arm(kRetransmitTimer, now + layer_.config().fin_wait2_timeout);
       return;
     default:
       return;
@@ -278,20 +277,18 @@ void TcpConnection::closed(int err) {
   if (err) user_reset_ = true;
   rcv_shutdown_ = true;
   snd_shutdown_ = true;
-  layer_.timers().cancel(rtx_timer_);
-  layer_.timers().cancel(delack_timer_);
-  layer_.timers().cancel(keepalive_timer_);
+  timers_.disarm_all(layer_.timers());
   tx_.reset(tx_.tail());
   set_state(State::kClosed);
   notify(kPollIn | kPollOut | kPollErr | kPollHup | kPollRdHup);
 }
 
 void TcpConnection::enter_time_wait(Instant now) {
-  layer_.timers().cancel(delack_timer_);
-  layer_.timers().cancel(keepalive_timer_);
+  disarm(kDelayedAckTimer);
+  disarm(kKeepaliveTimer);
   set_state(State::kTimeWait);
   rtx_mode_ = RtxMode::kTimeWait;
-  layer_.timers().schedule(rtx_timer_, now + layer_.config().time_wait);
+  arm(kRetransmitTimer, now + layer_.config().time_wait);
   notify(kPollIn | kPollHup | kPollRdHup);
 }
 
@@ -300,7 +297,7 @@ void TcpConnection::established(Instant now) {
   // The congestion controller was made with the MSS assumed before the handshake (536); the
   // initial window is ten segments of the negotiated MSS (RFC 6928), set where Linux's
   // tcp_init_transfer() sets it. Nothing has been sent or acknowledged through it yet.
-  cc_ = make_congestion_control(layer_.config().congestion, snd_mss_, layer_.config().initial_cwnd_segments);
+  cc_ = NewReno(snd_mss_, layer_.config().initial_cwnd_segments);
   quick_acks_ = layer_.config().quick_acks;
   layer_.stats().established.inc();
   arm_keepalive(now);

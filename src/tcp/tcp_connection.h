@@ -19,9 +19,10 @@
 #include "base/ipv4_addr.h"
 #include "base/packet.h"
 #include "base/result.h"
+#include "base/timer_set.h"
 #include "base/timer_wheel.h"
 #include "ip/ip_output.h"
-#include "tcp/congestion_control.h"
+#include "tcp/new_reno.h"
 #include "tcp/receive_queue.h"
 #include "tcp/rtt_estimator.h"
 #include "tcp/segment.h"
@@ -68,17 +69,17 @@ class ReadinessObserver {
 };
 
 /// What setsockopt() can change; a connection takes a copy at connect() or from its listener.
-struct SocketOptions {
+struct SocketOptions {  // every connection holds a copy: ordered by size, no padding holes
   size_t rcvbuf = 0;  ///< as getsockopt reports it (Linux doubles what setsockopt is given)
   size_t sndbuf = 0;
-  bool nodelay = false;
-  bool keepalive = false;
   Duration keepalive_idle{0};
   Duration keepalive_interval{0};
   int keepalive_probes = 0;
-  uint16_t user_mss = 0;  ///< TCP_MAXSEG; 0: from the route
-  bool linger = false;    ///< SO_LINGER on
   int linger_seconds = 0;
+  uint16_t user_mss = 0;  ///< TCP_MAXSEG; 0: from the route
+  bool nodelay = false;
+  bool keepalive = false;
+  bool linger = false;    ///< SO_LINGER on
   bool reuse_addr = false;
   bool reuse_port = false;
   static SocketOptions defaults(const TcpConfig& config);
@@ -163,8 +164,8 @@ class TcpConnection final : public AgeList<TcpConnection>::Hook, private TimerCl
   SeqNum snd_nxt() const { return snd_nxt_; }
   SeqNum rcv_nxt() const { return rcv_nxt_; }
   uint32_t snd_wnd() const { return snd_wnd_; }
-  uint32_t cwnd() const { return cc_->cwnd(); }
-  uint32_t ssthresh() const { return cc_->ssthresh(); }
+  uint32_t cwnd() const { return cc_.cwnd(); }
+  uint32_t ssthresh() const { return cc_.ssthresh(); }
   Duration rto() const { return rtt_.rto(); }
   const RttEstimator& rtt() const { return rtt_; }
   bool timestamps() const { return ts_enabled_; }
@@ -178,7 +179,7 @@ class TcpConnection final : public AgeList<TcpConnection>::Hook, private TimerCl
 
  private:
   friend class TcpLayer;
-  enum TimerKind : uintptr_t { kRetransmitTimer = 1, kDelayedAckTimer, kKeepaliveTimer };
+  enum TimerKind : uint8_t { kRetransmitTimer, kDelayedAckTimer, kKeepaliveTimer, kTimerKinds };
   enum class RtxMode : uint8_t { kRetransmit, kPersist, kTimeWait, kFinWait2 };
 
   // tcp_input.cc
@@ -216,6 +217,10 @@ class TcpConnection final : public AgeList<TcpConnection>::Hook, private TimerCl
   void arm_persist(Instant now);
   void arm_keepalive(Instant now);
   void on_timer(TimerEntry& entry, Instant now) override;
+  void arm(TimerKind kind, Instant deadline) { timers_.arm(layer_timers(), kind, deadline); }
+  void disarm(TimerKind kind) { timers_.disarm(layer_timers(), kind); }
+  bool armed(TimerKind kind) const { return timers_.armed(kind); }
+  TimerWheel& layer_timers();
   void retransmit_timeout(Instant now);
   void persist_timeout(Instant now);
   void keepalive_timeout(Instant now);
@@ -273,7 +278,9 @@ class TcpConnection final : public AgeList<TcpConnection>::Hook, private TimerCl
   int error_ = 0;
 
   RttEstimator rtt_;
-  std::unique_ptr<CongestionControl> cc_;
+  // NewReno is the only algorithm (TcpConfig::congestion): held inline, no allocation per
+  // connection. A second algorithm makes this a std::variant.
+  NewReno cc_;
   uint32_t dup_acks_ = 0;
   bool in_recovery_ = false;
   SeqNum recover_;               // RFC 6582's "recover"
@@ -285,11 +292,8 @@ class TcpConnection final : public AgeList<TcpConnection>::Hook, private TimerCl
   uint32_t ack_pending_segments_ = 0;  // full-size segments received since our last ACK
   uint32_t quick_acks_ = 0;
   bool ack_now_ = false;
-  uint64_t copies_seen_ = 0;     // the receive queue's copy count already added to the stats
 
-  TimerEntry rtx_timer_;
-  TimerEntry delack_timer_;
-  TimerEntry keepalive_timer_;
+  TimerSet<kTimerKinds> timers_;
   RtxMode rtx_mode_ = RtxMode::kRetransmit;
 };
 

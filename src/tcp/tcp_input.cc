@@ -18,11 +18,7 @@ constexpr Duration kPawsIdle = std::chrono::hours(24 * 24);
 
 // RFC 6298 (5.7): a handshake that needed a retransmission gave no RTT sample; data starts with
 // an RTO of 3 s (Linux's TCP_TIMEOUT_FALLBACK), not with the SYN timer's backed-off value.
-RtoConfig handshake_fallback(const RtoConfig& c) {
-  RtoConfig f = c;
-  f.initial = std::max<Duration>(c.initial, 3s);
-  return f;
-}
+Duration handshake_fallback_rto(const RtoConfig& c) { return std::max<Duration>(c.initial, 3s); }
 }  // namespace
 
 void TcpConnection::segment_arrives(Instant now, const SegmentRepr& seg, Packet payload) {
@@ -61,7 +57,7 @@ void TcpConnection::segment_arrives(Instant now, const SegmentRepr& seg, Packet 
     // RFC 9293 §3.10.7.4, TIME-WAIT: a retransmission of the peer's FIN (it fails the sequence
     // check, being before RCV.NXT) is acknowledged and restarts the 2 MSL timeout.
     if (state_ == State::kTimeWait && (seg.flags & kFin)) {
-      layer_.timers().schedule(rtx_timer_, now + layer_.config().time_wait);
+      arm(kRetransmitTimer, now + layer_.config().time_wait);
     }
     // A pure ACK out of window gets one duplicate ACK per tcp_invalid_ratelimit, as in Linux
     // (two stacks disagreeing about the window must not ping-pong ACKs at line rate).
@@ -144,10 +140,10 @@ void TcpConnection::syn_sent_input(Instant now, const SegmentRepr& seg, Packet& 
     if (retransmits_ == 0) {
       rtt_.sample(now - last_send_);  // Karn: only a SYN sent once
     } else {
-      rtt_ = RttEstimator(handshake_fallback(layer_.config().rto));
+      rtt_ = RttEstimator(layer_.config().rto, handshake_fallback_rto(layer_.config().rto));
     }
     retransmits_ = 0;
-    layer_.timers().cancel(rtx_timer_);
+    disarm(kRetransmitTimer);
     set_state(State::kEstablished);
     established(now);
     ack_now_ = true;
@@ -225,7 +221,7 @@ bool TcpConnection::ack_input(Instant now, const SegmentRepr& seg) {
     if (retransmits_ == 0) {
       rtt_.sample(now - last_send_);
     } else {
-      rtt_ = RttEstimator(handshake_fallback(layer_.config().rto));
+      rtt_ = RttEstimator(layer_.config().rto, handshake_fallback_rto(layer_.config().rto));
     }
     retransmits_ = 0;
     snd_wnd_ = static_cast<uint32_t>(seg.window) << snd_wscale_;
@@ -233,7 +229,7 @@ bool TcpConnection::ack_input(Instant now, const SegmentRepr& seg) {
     snd_wl1_ = seg.seq;
     snd_wl2_ = seg.ack;
     snd_una_ = seg.ack;
-    layer_.timers().cancel(rtx_timer_);
+    disarm(kRetransmitTimer);
     set_state(State::kEstablished);
     established(now);
     notify(kPollOut | kPollWrNorm);
@@ -263,10 +259,10 @@ bool TcpConnection::ack_input(Instant now, const SegmentRepr& seg) {
     case State::kFinWait1:
       if (fin_acked()) {
         set_state(State::kFinWait2);
-        layer_.timers().cancel(rtx_timer_);
+        disarm(kRetransmitTimer);
         if (orphaned_) {
           rtx_mode_ = RtxMode::kFinWait2;
-          layer_.timers().schedule(rtx_timer_, now + layer_.config().fin_wait2_timeout);
+          arm(kRetransmitTimer, now + layer_.config().fin_wait2_timeout);
         }
       }
       break;
@@ -303,20 +299,20 @@ void TcpConnection::new_ack(Instant now, const SegmentRepr& seg, uint32_t acked)
       // RFC 6582 §3.2 step 6: a full ACK ends recovery.
       in_recovery_ = false;
       dup_acks_ = 0;
-      cc_->exit_fast_recovery(in_flight());
+      cc_.exit_fast_recovery(in_flight());
     } else {
       // Step 5: a partial ACK; the next hole is lost too. Retransmit it at once.
       retransmit_head(now);
-      cc_->deflate(acked);
+      cc_.deflate(acked);
       arm_retransmit(now);  // the "impatient" variant: every partial ACK resets the timer
     }
   } else {
     dup_acks_ = 0;
-    cc_->on_ack(now, done.bytes, flight_before);
+    cc_.on_ack(now, done.bytes, flight_before);
   }
   // RFC 6298 (5.2)/(5.3).
   if (snd_max_ == snd_una_) {
-    if (rtx_mode_ == RtxMode::kRetransmit || rtx_mode_ == RtxMode::kPersist) layer_.timers().cancel(rtx_timer_);
+    if (rtx_mode_ == RtxMode::kRetransmit || rtx_mode_ == RtxMode::kPersist) disarm(kRetransmitTimer);
   } else {
     arm_retransmit(now);
   }
@@ -326,7 +322,7 @@ void TcpConnection::new_ack(Instant now, const SegmentRepr& seg, uint32_t acked)
 void TcpConnection::duplicate_ack(Instant now) {
   ++dup_acks_;
   if (in_recovery_) {
-    cc_->inflate();  // RFC 6582 §3.2 step 4; output() may send new data
+    cc_.inflate();  // RFC 6582 §3.2 step 4; output() may send new data
     return;
   }
   // RFC 6582 §3.2 steps 1-2: three duplicates start a fast retransmit, unless this ACK does not
@@ -335,9 +331,9 @@ void TcpConnection::duplicate_ack(Instant now) {
   layer_.stats().fast_retransmits.inc();
   in_recovery_ = true;
   recover_ = snd_max_ - 1;
-  cc_->on_loss(now, in_flight());
+  cc_.on_loss(now, in_flight());
   retransmit_head(now);
-  cc_->enter_fast_recovery();
+  cc_.enter_fast_recovery();
   arm_retransmit(now);
 }
 
@@ -349,8 +345,8 @@ void TcpConnection::update_window(const SegmentRepr& seg) {
     max_snd_wnd_ = std::max(max_snd_wnd_, snd_wnd_);
     snd_wl1_ = seg.seq;
     snd_wl2_ = seg.ack;
-    if (old == 0 && snd_wnd_ > 0 && rtx_mode_ == RtxMode::kPersist && rtx_timer_.armed()) {
-      layer_.timers().cancel(rtx_timer_);
+    if (old == 0 && snd_wnd_ > 0 && rtx_mode_ == RtxMode::kPersist && armed(kRetransmitTimer)) {
+      disarm(kRetransmitTimer);
       retransmits_ = 0;
     }
   }
@@ -379,7 +375,9 @@ void TcpConnection::data_input(Instant now, const SegmentRepr& seg, Packet& payl
     return;
   }
   const bool had_gap = rx_.has_out_of_order();
-  const ReceiveQueue::Added added = rx_.add(seq, std::move(payload), layer_.device_buffers_scarce());
+  uint32_t copies = 0;
+  const ReceiveQueue::Added added = rx_.add(seq, std::move(payload), layer_.device_buffers_scarce(), &copies);
+  if (copies > 0) layer_.stats().rx_copied_small.inc(copies);
   switch (added) {
     case ReceiveQueue::Added::kInOrder: {
       rcv_nxt_ = rx_.next();
@@ -407,10 +405,6 @@ void TcpConnection::data_input(Instant now, const SegmentRepr& seg, Packet& payl
       ack_now_ = true;
       break;
   }
-  if (rx_.copies() != copies_seen_) {
-    layer_.stats().rx_copied_small.inc(rx_.copies() - copies_seen_);
-    copies_seen_ = rx_.copies();
-  }
 }
 
 void TcpConnection::fin_input(Instant now) {
@@ -431,11 +425,11 @@ void TcpConnection::fin_input(Instant now) {
       }
       break;
     case State::kFinWait2:
-      layer_.timers().cancel(rtx_timer_);
+      disarm(kRetransmitTimer);
       enter_time_wait(now);
       break;
     case State::kTimeWait:
-      layer_.timers().schedule(rtx_timer_, now + layer_.config().time_wait);  // RFC 9293: restart 2 MSL
+      arm(kRetransmitTimer, now + layer_.config().time_wait);  // RFC 9293: restart 2 MSL
       break;
     default:
       break;

@@ -30,9 +30,7 @@ TcpLayer::TcpLayer(const TcpConfig& config, TcpStats& stats, TimerWheel& timers,
 TcpLayer::~TcpLayer() {
   // Connections still referenced by sockets outlive the map; they must not call back.
   for (auto& [tuple, c] : connections_) {
-    timers_.cancel(c->rtx_timer_);
-    timers_.cancel(c->delack_timer_);
-    timers_.cancel(c->keepalive_timer_);
+    c->timers_.disarm_all(timers_);
   }
 }
 

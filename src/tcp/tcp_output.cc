@@ -117,7 +117,7 @@ void TcpConnection::send_control(Instant now, SeqNum seq, uint8_t flags, std::sp
     last_ack_sent_ = rcv_nxt_;
     ack_now_ = false;
     ack_pending_segments_ = 0;
-    layer_.timers().cancel(delack_timer_);
+    disarm(kDelayedAckTimer);
   }
 }
 
@@ -128,7 +128,7 @@ SeqNum TcpConnection::ack_seq() const {
   // of window (RFC 9293 §3.10.7.4). In a two-way transfer where both ends timed out, each then
   // dropped the other's every ACK until the connection timed out. While a zero-window probe is
   // out, SND.MAX counts the probe byte, which the peer's closed window did not take: SND.NXT.
-  const bool probing = rtx_mode_ == RtxMode::kPersist && rtx_timer_.armed();
+  const bool probing = rtx_mode_ == RtxMode::kPersist && armed(kRetransmitTimer);
   return probing ? snd_nxt_ : snd_max_;
 }
 
@@ -170,7 +170,7 @@ bool TcpConnection::send_data_segment(Instant now, SeqNum seq, uint32_t len, boo
   last_ack_sent_ = rcv_nxt_;
   ack_now_ = false;
   ack_pending_segments_ = 0;
-  layer_.timers().cancel(delack_timer_);
+  disarm(kDelayedAckTimer);
   return true;
 }
 
@@ -199,7 +199,7 @@ void TcpConnection::output(Instant now) {
       snd_nxt_ += 1;
       break;
     }
-    const uint32_t wnd = std::min(snd_wnd_, cc_->cwnd());
+    const uint32_t wnd = std::min(snd_wnd_, cc_.cwnd());
     const uint32_t flight = static_cast<uint32_t>(snd_nxt_ - snd_una_);
     const uint32_t usable = wnd > flight ? wnd - flight : 0;
     uint32_t len = std::min({unsent, uint32_t{snd_mss_}, usable});
@@ -228,8 +228,8 @@ void TcpConnection::output(Instant now) {
   // Timers: something unacknowledged runs the retransmission timer; data held back by a closed
   // window runs the persist timer.
   if (snd_nxt_ > snd_una_ || (snd_max_ > snd_una_ && snd_wnd_ > 0)) {
-    if (!rtx_timer_.armed() || rtx_mode_ != RtxMode::kRetransmit) arm_retransmit(now);
-  } else if ((snd_nxt_ < data_end || (fin_queued_ && snd_nxt_ == data_end)) && !rtx_timer_.armed()) {
+    if (!armed(kRetransmitTimer) || rtx_mode_ != RtxMode::kRetransmit) arm_retransmit(now);
+  } else if ((snd_nxt_ < data_end || (fin_queued_ && snd_nxt_ == data_end)) && !armed(kRetransmitTimer)) {
     arm_persist(now);
   }
 }
@@ -276,12 +276,12 @@ void TcpConnection::schedule_ack(Instant now) {
     ack_now_ = true;
     return;
   }
-  if (!delack_timer_.armed()) layer_.timers().schedule(delack_timer_, now + layer_.config().delayed_ack);
+  if (!armed(kDelayedAckTimer)) arm(kDelayedAckTimer, now + layer_.config().delayed_ack);
 }
 
 void TcpConnection::arm_retransmit(Instant now) {
   rtx_mode_ = RtxMode::kRetransmit;
-  layer_.timers().schedule(rtx_timer_, now + rtt_.rto());
+  arm(kRetransmitTimer, now + rtt_.rto());
 }
 
 void TcpConnection::arm_persist(Instant now) {
@@ -289,39 +289,43 @@ void TcpConnection::arm_persist(Instant now) {
   // RFC 9293 §3.8.6.1: probe after an RTO, backing off exponentially like it.
   Duration wait = rtt_.rto();
   for (int i = 0; i < retransmits_ && wait < layer_.config().rto.max; ++i) wait *= 2;
-  layer_.timers().schedule(rtx_timer_, now + std::min(wait, layer_.config().rto.max));
+  arm(kRetransmitTimer, now + std::min(wait, layer_.config().rto.max));
 }
 
 void TcpConnection::arm_keepalive(Instant now) {
   if (!options_.keepalive || !synchronized() || state_ == State::kTimeWait) {
-    layer_.timers().cancel(keepalive_timer_);
+    disarm(kKeepaliveTimer);
     return;
   }
   const Instant at = keepalive_probes_sent_ == 0 ? last_receive_ + options_.keepalive_idle
                                                  : now + options_.keepalive_interval;
-  layer_.timers().schedule(keepalive_timer_, std::max(at, now));
+  arm(kKeepaliveTimer, std::max(at, now));
 }
 
-void TcpConnection::on_timer(TimerEntry& entry, Instant now) {
-  switch (reinterpret_cast<uintptr_t>(entry.context)) {
-    case kRetransmitTimer:
-      switch (rtx_mode_) {
-        case RtxMode::kRetransmit: retransmit_timeout(now); break;
-        case RtxMode::kPersist: persist_timeout(now); break;
-        case RtxMode::kTimeWait:
-        case RtxMode::kFinWait2: closed(0); break;
-      }
-      return;
-    case kDelayedAckTimer:
-      if (synchronized() && rcv_nxt_ != last_ack_sent_) {
-        layer_.stats().delayed_acks.inc();
-        send_ack(now);
-      }
-      return;
-    case kKeepaliveTimer:
-      keepalive_timeout(now);
-      return;
-  }
+TimerWheel& TcpConnection::layer_timers() { return layer_.timers(); }
+
+void TcpConnection::on_timer(TimerEntry&, Instant now) {
+  timers_.expire(layer_.timers(), now, [&](size_t kind) {
+    switch (kind) {
+      case kRetransmitTimer:
+        switch (rtx_mode_) {
+          case RtxMode::kRetransmit: retransmit_timeout(now); break;
+          case RtxMode::kPersist: persist_timeout(now); break;
+          case RtxMode::kTimeWait:
+          case RtxMode::kFinWait2: closed(0); break;
+        }
+        return;
+      case kDelayedAckTimer:
+        if (synchronized() && rcv_nxt_ != last_ack_sent_) {
+          layer_.stats().delayed_acks.inc();
+          send_ack(now);
+        }
+        return;
+      case kKeepaliveTimer:
+        keepalive_timeout(now);
+        return;
+    }
+  });
 }
 
 void TcpConnection::retransmit_timeout(Instant now) {
@@ -350,7 +354,7 @@ void TcpConnection::retransmit_timeout(Instant now) {
   layer_.stats().rto_timeouts.inc();
   // RFC 5681 (4)-(5), RFC 6298 (5.4)-(5.6), RFC 6582 §4: the window collapses, the timer backs
   // off, recovery ends, and sending starts again from the oldest unacknowledged byte.
-  cc_->on_timeout(now, in_flight());
+  cc_.on_timeout(now, in_flight());
   rtt_.back_off();
   in_recovery_ = false;
   dup_acks_ = 0;
@@ -389,7 +393,7 @@ void TcpConnection::keepalive_timeout(Instant now) {
   // RFC 9293 §3.8.4: a segment the peer must ACK: one sequence number back, no data.
   ++keepalive_probes_sent_;
   send_control(now, snd_una_ - 1, kAck);
-  layer_.timers().schedule(keepalive_timer_, now + options_.keepalive_interval);
+  arm(kKeepaliveTimer, now + options_.keepalive_interval);
 }
 
 }  // namespace ustack::tcp

@@ -34,7 +34,8 @@ TEST(RttEstimator, FloorIsLinuxs200msAndConfigurable) {
   RttEstimator e;
   e.sample(1ms);
   EXPECT_EQ(e.rto(), 200ms);
-  RttEstimator rfc(RtoConfig{.initial = 1s, .min = 1s, .max = 60s});
+  const RtoConfig rfc_config{.initial = 1s, .min = 1s, .max = 60s};
+  RttEstimator rfc(rfc_config);
   rfc.sample(1ms);
   EXPECT_EQ(rfc.rto(), 1s);  // RFC 6298 (2.4)
 }

@@ -1094,20 +1094,21 @@ TEST(TcpSendQueue, AcknowledgesAndSlicesAcrossTheWrap) {
 TEST(TcpReceiveQueue, ReassemblesAcrossTheWrap) {
   const SeqNum start(0xffffff00);
   tcp::ReceiveQueue q;
+  uint32_t copies = 0;
   q.reset(start);
   const Bytes data = pattern(1024, 7);
   auto piece = [&](size_t off, size_t len) {
     return Packet::copy_of(std::span(data).subspan(off, len));
   };
   // Pieces after the wrap first, then the one that straddles it, then the first.
-  EXPECT_EQ(q.add(start + 512, piece(512, 512), false), tcp::ReceiveQueue::Added::kOutOfOrder);
-  EXPECT_EQ(q.add(start + 200, piece(200, 312), false), tcp::ReceiveQueue::Added::kOutOfOrder);
+  EXPECT_EQ(q.add(start + 512, piece(512, 512), false, &copies), tcp::ReceiveQueue::Added::kOutOfOrder);
+  EXPECT_EQ(q.add(start + 200, piece(200, 312), false, &copies), tcp::ReceiveQueue::Added::kOutOfOrder);
   EXPECT_EQ(q.next(), start);
-  EXPECT_EQ(q.add(start, piece(0, 256), false), tcp::ReceiveQueue::Added::kInOrder);
+  EXPECT_EQ(q.add(start, piece(0, 256), false, &copies), tcp::ReceiveQueue::Added::kInOrder);
   EXPECT_EQ(q.next(), start + 1024);
   EXPECT_EQ(q.next().raw(), 0x300u);
   EXPECT_FALSE(q.has_out_of_order());
-  EXPECT_EQ(q.add(start + 100, piece(100, 100), false), tcp::ReceiveQueue::Added::kDuplicate);
+  EXPECT_EQ(q.add(start + 100, piece(100, 100), false, &copies), tcp::ReceiveQueue::Added::kDuplicate);
   Bytes out(2000);
   out.resize(q.read(out, false));
   EXPECT_EQ(out, data);

@@ -1,7 +1,10 @@
 #include "base/timer_wheel.h"
 
+#include "base/timer_set.h"
+
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <vector>
 
 namespace ustack {
@@ -108,6 +111,90 @@ TEST(TimerWheel, RearmFromCallbackFiresOnNextCall) {
   EXPECT_EQ(wheel.expire(at(1ms)), 1u);
   EXPECT_EQ(wheel.expire(at(1ms)), 1u);
   EXPECT_EQ(client.fired, 2);
+}
+
+// ---- TimerSet: several timers on one entry ----
+
+/// Three timers on one entry; `on_fire` runs inside each firing (to cancel or re-arm others).
+struct ThreeTimers : TimerClient {
+  explicit ThreeTimers(TimerWheel& wheel) : wheel(wheel) {}
+  void on_timer(TimerEntry&, Instant now) override {
+    set.expire(wheel, now, [&](size_t kind) {
+      fired.emplace_back(kind, now);
+      if (on_fire) on_fire(kind, now);
+    });
+  }
+  TimerWheel& wheel;
+  TimerSet<3> set{this};
+  std::vector<std::pair<size_t, Instant>> fired;
+  std::function<void(size_t, Instant)> on_fire;
+};
+
+TEST(TimerSet, EachTimerFiresAtItsOwnDeadlineOnce) {
+  TimerWheel wheel(1ms, 64);
+  ThreeTimers t(wheel);
+  t.set.arm(wheel, 2, at(30ms));
+  t.set.arm(wheel, 0, at(10ms));
+  t.set.arm(wheel, 1, at(20ms));
+  EXPECT_EQ(wheel.size(), 1u);  // one entry for all three
+  for (int ms = 1; ms <= 100; ++ms) wheel.expire(at(Duration(ms * 1ms)));
+  ASSERT_EQ(t.fired.size(), 3u);
+  EXPECT_EQ(t.fired[0], std::make_pair(size_t{0}, at(10ms)));
+  EXPECT_EQ(t.fired[1], std::make_pair(size_t{1}, at(20ms)));
+  EXPECT_EQ(t.fired[2], std::make_pair(size_t{2}, at(30ms)));
+  EXPECT_EQ(wheel.size(), 0u);
+}
+
+TEST(TimerSet, DisarmingTheEarliestMovesTheEntryToTheNext) {
+  TimerWheel wheel(1ms, 64);
+  ThreeTimers t(wheel);
+  t.set.arm(wheel, 0, at(10ms));
+  t.set.arm(wheel, 1, at(20ms));
+  t.set.disarm(wheel, 0);
+  EXPECT_FALSE(t.set.armed(0));
+  EXPECT_TRUE(t.set.armed(1));
+  for (int ms = 1; ms < 20; ++ms) wheel.expire(at(Duration(ms * 1ms)));
+  EXPECT_TRUE(t.fired.empty());
+  wheel.expire(at(20ms));
+  ASSERT_EQ(t.fired.size(), 1u);
+  EXPECT_EQ(t.fired[0].first, 1u);
+  t.set.disarm(wheel, 1);  // not armed any more: nothing changes
+  t.set.arm(wheel, 2, at(25ms));
+  t.set.disarm_all(wheel);
+  EXPECT_EQ(wheel.size(), 0u);
+}
+
+TEST(TimerSet, ATimerDueTogetherWithAnotherIsStoppedByItsCallback) {
+  TimerWheel wheel(1ms, 64);
+  ThreeTimers t(wheel);
+  t.set.arm(wheel, 0, at(10ms));
+  t.set.arm(wheel, 1, at(10ms));
+  t.set.arm(wheel, 2, at(10ms));
+  // Timer 0's callback cancels 1 and re-arms 2 for later: only 0 fires now, 2 at 15 ms.
+  t.on_fire = [&](size_t kind, Instant) {
+    if (kind != 0) return;
+    t.set.disarm(wheel, 1);
+    t.set.arm(wheel, 2, at(15ms));
+  };
+  wheel.expire(at(10ms));
+  ASSERT_EQ(t.fired.size(), 1u);
+  EXPECT_EQ(t.fired[0].first, 0u);
+  for (int ms = 11; ms <= 30; ++ms) wheel.expire(at(Duration(ms * 1ms)));
+  ASSERT_EQ(t.fired.size(), 2u);
+  EXPECT_EQ(t.fired[1], std::make_pair(size_t{2}, at(15ms)));
+}
+
+TEST(TimerSet, ATimerArmedForNowByACallbackFiresOnTheNextExpiry) {
+  TimerWheel wheel(1ms, 64);
+  ThreeTimers t(wheel);
+  t.set.arm(wheel, 0, at(10ms));
+  t.on_fire = [&](size_t kind, Instant now) {
+    if (kind == 0 && t.fired.size() == 1) t.set.arm(wheel, 0, now);
+  };
+  EXPECT_EQ(wheel.expire(at(10ms)), 1u);
+  EXPECT_EQ(t.fired.size(), 1u);  // one call always ends
+  wheel.expire(at(10ms));
+  EXPECT_EQ(t.fired.size(), 2u);
 }
 
 }  // namespace
