@@ -24,9 +24,10 @@ class Counter {
   std::atomic<uint64_t> value_{0};
 };
 
-#define USTACK_DEV_COUNTERS(X) \
+#define USTACK_DEV_COUNTERS(X)                                                                      \
   X(rx_frames) X(rx_bytes) X(rx_dropped_multisegment) X(tx_frames) X(tx_bytes) X(tx_dropped_queue_full) \
-  X(tx_alloc_failed) X(pcap_dropped)
+  X(tx_alloc_failed) X(pcap_dropped) X(steered_out) X(steered_in) X(steered_dropped_ring_full)       \
+  X(arp_copies_out)
 
 #define USTACK_ETH_COUNTERS(X)                                                      \
   X(rx_frames) X(rx_truncated) X(rx_not_for_us) X(rx_unknown_ethertype) X(tx_frames) \

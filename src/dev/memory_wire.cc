@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "dev/steering.h"
+
 namespace ustack::dev {
 
 DeviceCaps test_caps(uint8_t last_octet) {
@@ -102,6 +104,54 @@ void MemoryWire::carry(MemoryPort& from, Packet frame) {
   }
   ++counters_.delivered;
   to.enqueue(std::move(frame), at);
+}
+
+class MemoryQueues::Queue final : public Device {
+ public:
+  Queue(MemoryQueues& owner, uint32_t index) : owner_(owner), index_(index) {}
+  const DeviceCaps& caps() const override { return owner_.port_.caps(); }
+  size_t rx_burst(std::span<Packet> out) override {
+    owner_.distribute();
+    size_t n = 0;
+    while (n < out.size() && !rx_.empty()) {
+      out[n++] = std::move(rx_.front());
+      rx_.pop_front();
+    }
+    return n;
+  }
+  size_t tx_burst(std::span<Packet> pkts) override { return owner_.port_.tx_burst(pkts); }
+  Packet alloc_tx() override { return owner_.port_.alloc_tx(); }
+  std::string name() const override { return owner_.port_.name() + " queue " + std::to_string(index_); }
+
+  std::deque<Packet> rx_;
+
+ private:
+  MemoryQueues& owner_;
+  uint32_t index_;
+};
+
+MemoryQueues::MemoryQueues(MemoryPort& port, uint32_t queues, Spread spread) : port_(port), spread_(spread) {
+  for (uint32_t i = 0; i < queues; ++i) queues_.push_back(std::make_unique<Queue>(*this, i));
+}
+
+MemoryQueues::~MemoryQueues() = default;
+
+Device& MemoryQueues::queue(uint32_t i) { return *queues_[i]; }
+
+void MemoryQueues::distribute() {
+  std::array<Packet, 32> burst;
+  const auto queues = static_cast<uint32_t>(queues_.size());
+  while (const size_t n = port_.rx_burst(burst)) {
+    for (size_t i = 0; i < n; ++i) {
+      uint32_t q = 0;
+      if (spread_ != Spread::kQueueZero) {
+        const uint32_t owner = frame_owner(burst[i].bytes(), queues, 0);
+        // kOtherHash: the same flows stay together, on a queue that is not their owner's.
+        q = owner == kEveryEngine ? 0 : spread_ == Spread::kRss ? owner : (owner * 7 + 1) % queues;
+      }
+      queues_[q]->rx_.push_back(std::move(burst[i]));
+    }
+  }
 }
 
 }  // namespace ustack::dev

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -109,6 +110,29 @@ class MemoryWire {
   Impairments a_to_b_, b_to_a_;
   Instant a_link_free_, b_link_free_;  // when each direction's serialiser is next idle
   WireCounters counters_;
+};
+
+/// Splits what one port receives over `queues` receive queues, as a multi-queue NIC would, for
+/// multi-engine tests (one thread: the queues are not for concurrent use). Each queue is a Device;
+/// all of them transmit through the port.
+class MemoryQueues {
+ public:
+  enum class Spread {
+    kRss,        ///< a NIC with RSS under the symmetric key: each flow on its owner's queue
+    kOtherHash,  ///< a device that spreads flows by a hash of its own (the TAP's kernel side)
+    kQueueZero,  ///< a device with one receive queue in use: everything on queue 0
+  };
+  MemoryQueues(MemoryPort& port, uint32_t queues, Spread spread);
+  ~MemoryQueues();
+  Device& queue(uint32_t i);
+
+ private:
+  class Queue;
+  void distribute();
+
+  MemoryPort& port_;
+  Spread spread_;
+  std::vector<std::unique_ptr<Queue>> queues_;
 };
 
 /// Caps for a test device: a locally administered MAC ending in `last_octet`, 1500 MTU, no offload.

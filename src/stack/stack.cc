@@ -47,15 +47,15 @@ Stack::Stack(const StackConfig& config, dev::Device& device)
       arp_(config.arp, timers_, stats_.arp, *this),
       reassembler_(config.reassembly, timers_, stats_.ipv4, *this),
       icmp_limiter_(config.icmp_errors_per_s, config.icmp_error_burst),
-      udp_(config.udp, stats_.udp, rng_, *this, *this),
-      tcp_(config.tcp, stats_.tcp, timers_, rng_, *this, *this),
+      udp_(config.udp, config.engine, stats_.udp, rng_, *this, *this),
+      tcp_(config.tcp, config.engine, stats_.tcp, timers_, rng_, *this, *this),
       next_ident_(static_cast<uint16_t>(rng_.next())) {
   device_.attach_stats(&stats_.dev);
 }
 
 void Stack::start(Instant now) {
   timers_.expire(now);
-  if (config_.gratuitous_arp) {
+  if (config_.gratuitous_arp && config_.engine.index == 0) {
     // RFC 5227 §2.3 announcement: a request with our address as both sender and target.
     Packet p = device_.alloc_tx();
     if (p) {
@@ -148,7 +148,7 @@ void Stack::arp_input(Instant now, std::span<const uint8_t> payload) {
   if (!arp->sender_ip.is_unspecified() && config_.address.contains(arp->sender_ip)) {
     arp_.update(now, arp->sender_ip, arp->sender_mac, for_us);
   }
-  if (arp->op == eth::ArpOp::kRequest && for_us) {
+  if (arp->op == eth::ArpOp::kRequest && for_us && config_.engine.index == 0) {
     Packet p = device_.alloc_tx();
     if (!p) {
       ++stats_.eth.tx_no_buffer;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 
+#include "base/flow_hash.h"
 #include "base/ipv4_addr.h"
 #include "eth/arp_cache.h"
 #include "ip/reassembler.h"
@@ -23,6 +24,10 @@ struct StackConfig {
   uint32_t icmp_error_burst = 50;
   size_t loopback_queue_limit = 4096;  ///< frames to 127/8 or to ourselves awaiting the next poll
   bool gratuitous_arp = true;          ///< announce our address at start (RFC 5227 §2.3)
+  /// One of several engines on one device (USTACK_CORES): each sees every ARP frame and keeps its
+  /// own cache, engine 0 alone answers requests and announces the address, and active opens take
+  /// source ports whose flows hash to this engine (base/flow_hash.h).
+  EngineShare engine;
   eth::ArpConfig arp;
   ip::ReassemblyConfig reassembly;
   udp::UdpConfig udp;

@@ -15,9 +15,10 @@ constexpr size_t kMaxTcpHeader = Segment::kMaxHeaderLen;
 bool overlaps(Ipv4Addr a, Ipv4Addr b) { return a.is_unspecified() || b.is_unspecified() || a == b; }
 }  // namespace
 
-TcpLayer::TcpLayer(const TcpConfig& config, TcpStats& stats, TimerWheel& timers, Rng& rng, ip::IpOutput& out,
-                   const udp::LocalAddresses& local)
+TcpLayer::TcpLayer(const TcpConfig& config, const EngineShare& engine, TcpStats& stats, TimerWheel& timers, Rng& rng,
+                   ip::IpOutput& out, const udp::LocalAddresses& local)
     : config_(config),
+      engine_(engine),
       stats_(stats),
       timers_(timers),
       rng_(rng),
@@ -82,6 +83,8 @@ uint16_t TcpLayer::pick_ephemeral(Ipv4Addr local, Ipv4Addr remote, uint16_t remo
     auto it = ports_.find(port);
     bool usable;
     if (for_connect) {
+      // The replies must reach this engine (with one engine, every port does).
+      if (!engine_.owns_flow(local, remote, port, remote_port)) continue;
       // Connections share a port with other connections (the 4-tuple tells them apart), never
       // with a socket that bind() or listen() holds.
       usable = true;

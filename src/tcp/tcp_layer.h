@@ -11,6 +11,7 @@
 #include <absl/container/flat_hash_map.h>
 
 #include "base/age_list.h"
+#include "base/flow_hash.h"
 #include "base/instant.h"
 #include "base/packet.h"
 #include "base/result.h"
@@ -29,8 +30,8 @@ namespace ustack::tcp {
 
 class TcpLayer final : public SegmentAllocator {
  public:
-  TcpLayer(const TcpConfig& config, TcpStats& stats, TimerWheel& timers, Rng& rng, ip::IpOutput& out,
-           const udp::LocalAddresses& local);
+  TcpLayer(const TcpConfig& config, const EngineShare& engine, TcpStats& stats, TimerWheel& timers, Rng& rng,
+           ip::IpOutput& out, const udp::LocalAddresses& local);
   ~TcpLayer();
   TcpLayer(const TcpLayer&) = delete;
   TcpLayer& operator=(const TcpLayer&) = delete;
@@ -95,6 +96,7 @@ class TcpLayer final : public SegmentAllocator {
   void unhash(TcpConnection& c);
 
   TcpConfig config_;
+  EngineShare engine_;
   TcpStats& stats_;
   TimerWheel& timers_;
   Rng& rng_;

@@ -14,9 +14,9 @@ constexpr uint8_t kUdp = static_cast<uint8_t>(ip::Protocol::kUdp);
 bool addresses_overlap(Ipv4Addr a, Ipv4Addr b) { return a.is_unspecified() || b.is_unspecified() || a == b; }
 }  // namespace
 
-UdpLayer::UdpLayer(const UdpConfig& config, UdpStats& stats, Rng& rng, ip::IpOutput& out,
-                   const LocalAddresses& local)
-    : config_(config), stats_(stats), rng_(rng), out_(out), local_(local) {}
+UdpLayer::UdpLayer(const UdpConfig& config, const EngineShare& engine, UdpStats& stats, Rng& rng,
+                   ip::IpOutput& out, const LocalAddresses& local)
+    : config_(config), engine_(engine), stats_(stats), rng_(rng), out_(out), local_(local) {}
 
 bool UdpLayer::conflicts(const UdpSocket& s, Endpoint local) const {
   auto it = by_port_.find(local.port);
@@ -32,7 +32,7 @@ bool UdpLayer::conflicts(const UdpSocket& s, Endpoint local) const {
 
 void UdpLayer::link(UdpSocket& s) { by_port_[s.local.port].push_back(&s); }
 
-int UdpLayer::bind_ephemeral(UdpSocket& s, Ipv4Addr addr) {
+int UdpLayer::bind_ephemeral(UdpSocket& s, Ipv4Addr addr, Ipv4Addr source, std::optional<Endpoint> remote) {
   // RFC 6056 §3.3.1 (Algorithm 1): a random starting point, then the next free port.
   const uint32_t count = uint32_t{config_.ephemeral_high} - config_.ephemeral_low + 1;
   const uint32_t start = static_cast<uint32_t>(rng_.below(count));
@@ -40,6 +40,7 @@ int UdpLayer::bind_ephemeral(UdpSocket& s, Ipv4Addr addr) {
     const auto port = static_cast<uint16_t>(config_.ephemeral_low + (start + i) % count);
     auto it = by_port_.find(port);
     if (it != by_port_.end() && !it->second.empty()) continue;
+    if (remote && !engine_.owns_flow(source, remote->addr, port, remote->port)) continue;
     s.local = Endpoint{addr, port};
     link(s);
     return 0;
@@ -77,7 +78,7 @@ int UdpLayer::connect(UdpSocket& s, Endpoint remote) {
   if (!route) return route.error();
   if (route->broadcast && !s.broadcast) return EACCES;
   if (s.local.addr.is_loopback() && !route->loopback) return EINVAL;  // as in send()
-  if (!s.bound() && bind_ephemeral(s, Ipv4Addr::any()) != 0) return EAGAIN;
+  if (!s.bound() && bind_ephemeral(s, Ipv4Addr::any(), route->src, remote) != 0) return EAGAIN;
   // Linux (ip4_datagram_connect) fixes the source address at connect time unless bind() did.
   if (s.local.addr.is_unspecified()) s.local.addr = route->src;
   s.remote = remote;

@@ -9,6 +9,7 @@
 
 #include <absl/container/flat_hash_map.h>
 
+#include "base/flow_hash.h"
 #include "base/instant.h"
 #include "base/packet.h"
 #include "base/result.h"
@@ -44,7 +45,8 @@ struct ReceiveHints {
 
 class UdpLayer {
  public:
-  UdpLayer(const UdpConfig& config, UdpStats& stats, Rng& rng, ip::IpOutput& out, const LocalAddresses& local);
+  UdpLayer(const UdpConfig& config, const EngineShare& engine, UdpStats& stats, Rng& rng, ip::IpOutput& out,
+           const LocalAddresses& local);
 
   /// bind(2): 0 or EINVAL (already bound), EADDRNOTAVAIL (not our address), EADDRINUSE.
   int bind(UdpSocket& s, Endpoint local);
@@ -70,11 +72,14 @@ class UdpLayer {
  private:
   UdpSocket* lookup(Ipv4Addr dst, uint16_t dst_port, Endpoint from);
   bool conflicts(const UdpSocket& s, Endpoint local) const;
-  int bind_ephemeral(UdpSocket& s, Ipv4Addr addr);
+  /// With `remote` (connect, from `source`): a port whose flow hashes to this engine.
+  int bind_ephemeral(UdpSocket& s, Ipv4Addr addr, Ipv4Addr source = Ipv4Addr(),
+                     std::optional<Endpoint> remote = std::nullopt);
   void link(UdpSocket& s);
   bool enqueue(UdpSocket& s, Packet payload, Endpoint from);
 
   UdpConfig config_;
+  EngineShare engine_;
   UdpStats& stats_;
   Rng& rng_;
   ip::IpOutput& out_;

@@ -1,0 +1,120 @@
+#include "dev/steering.h"
+
+#include <algorithm>
+
+#include "base/bytes.h"
+#include "eth/frame.h"
+
+namespace ustack::dev {
+
+SteeringGroup::SteeringGroup(uint32_t engines, size_t ring_capacity) : engines_(engines) {
+  rings_.reserve(size_t{engines} * engines);
+  for (size_t i = 0; i < size_t{engines} * engines; ++i) {
+    rings_.push_back(std::make_unique<SpscRing<Packet>>(ring_capacity));
+  }
+}
+
+namespace {
+
+constexpr uint8_t kProtoIcmp = 1, kProtoTcp = 6, kProtoUdp = 17;
+
+/// The owner of the IPv4 packet at `ip` (`len` bytes), or `self` when it is too short to read.
+uint32_t ipv4_owner(const uint8_t* ip, size_t len, uint32_t engines, uint32_t self, bool inner) {
+  if (len < 20 || (ip[0] >> 4) != 4) return self;
+  const size_t ihl = size_t{ip[0] & 0x0fu} * 4;
+  if (ihl < 20 || len < ihl) return self;
+  const uint8_t proto = ip[9];
+  const Ipv4Addr src = Ipv4Addr::load(ip + 12), dst = Ipv4Addr::load(ip + 16);
+  const uint16_t frag = load_be16(ip + 6);
+  const bool fragment = (frag & 0x3fffu) != 0;  // MF or an offset: only the first has ports
+  if (!fragment && (proto == kProtoTcp || proto == kProtoUdp) && len >= ihl + 4) {
+    return engine_for_hash(flow_hash(src, dst, load_be16(ip + ihl), load_be16(ip + ihl + 2)), engines);
+  }
+  // RFC 792 errors quote the IP header and 8 bytes of the packet that caused them: the flow is in
+  // there (our packet, so source and destination are swapped: the hash does not care).
+  if (!inner && !fragment && proto == kProtoIcmp && len >= ihl + 8) {
+    const uint8_t type = ip[ihl];
+    if (type == 3 || type == 11 || type == 12) {
+      return ipv4_owner(ip + ihl + 8, len - ihl - 8, engines, self, true);
+    }
+  }
+  return engine_for_hash(flow_hash(src, dst), engines);
+}
+
+}  // namespace
+
+uint32_t frame_owner(std::span<const uint8_t> frame, uint32_t engines, uint32_t self) {
+  if (engines <= 1 || frame.size() < eth::Frame::kHeaderLen) return self;
+  const uint16_t type = load_be16(frame.data() + 12);
+  if (type == static_cast<uint16_t>(eth::EtherType::kArp)) return kEveryEngine;
+  if (type != static_cast<uint16_t>(eth::EtherType::kIpv4)) return self;
+  return ipv4_owner(frame.data() + eth::Frame::kHeaderLen, frame.size() - eth::Frame::kHeaderLen, engines, self,
+                    false);
+}
+
+SteeredDevice::SteeredDevice(Device& queue, SteeringGroup& group, uint32_t index)
+    : queue_(queue), group_(group), index_(index) {}
+
+void SteeredDevice::attach_stats(DevStats* stats) {
+  stats_ = stats;
+  queue_.attach_stats(stats);
+}
+
+std::string SteeredDevice::name() const {
+  return queue_.name() + " (engine " + std::to_string(index_) + " of " + std::to_string(group_.engines()) + ")";
+}
+
+bool SteeredDevice::forward(uint32_t to, Packet& frame) {
+  const bool pushed = group_.ring(index_, to).push(frame);
+  if (!pushed && stats_) stats_->steered_dropped_ring_full.inc();
+  frame = Packet();  // pushed (moved from) or dropped
+  return pushed;
+}
+
+bool SteeredDevice::inbound_waiting() const {
+  for (uint32_t from = 0; from < group_.engines(); ++from) {
+    if (from != index_ && !group_.ring(from, index_).empty()) return true;
+  }
+  return false;
+}
+
+size_t SteeredDevice::rx_burst(std::span<Packet> out) {
+  size_t n = 0;
+  for (uint32_t from = 0; from < group_.engines() && n < out.size(); ++from) {
+    if (from == index_) continue;
+    SpscRing<Packet>& ring = group_.ring(from, index_);
+    while (n < out.size() && ring.pop(out[n])) {
+      if (stats_) stats_->steered_in.inc();
+      ++n;
+    }
+  }
+  if (n == out.size()) return n;
+  // The queue's frames go into the rest of `out`; ours are compacted to the front.
+  const size_t got = queue_.rx_burst(out.subspan(n));
+  const uint32_t engines = group_.engines();
+  size_t kept = n;
+  for (size_t i = n; i < n + got; ++i) {
+    Packet& frame = out[i];
+    const uint32_t owner = frame_owner(frame.bytes(), engines, index_);
+    if (owner == kEveryEngine) {
+      for (uint32_t to = 0; to < engines; ++to) {
+        if (to == index_) continue;
+        Packet copy = Packet::copy_of(frame.bytes());
+        if (forward(to, copy) && stats_) stats_->arp_copies_out.inc();
+      }
+    } else if (owner != index_) {
+      if (forward(owner, frame) && stats_) stats_->steered_out.inc();
+      continue;
+    }
+    if (kept != i) out[kept] = std::move(frame);
+    ++kept;
+  }
+  return kept;
+}
+
+bool SteeredDevice::wait_rx(Duration max) {
+  if (inbound_waiting()) return false;
+  return queue_.wait_rx(max);
+}
+
+}  // namespace ustack::dev

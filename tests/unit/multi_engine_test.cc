@@ -1,0 +1,383 @@
+// Engines that share one device (USTACK_CORES=N), over the in-memory wire: N stacks on the
+// queues of one port (address 198.18.0.1) against a single-engine peer (198.18.0.2), with every
+// way a device may spread flows over its queues: RSS under the symmetric key (each flow already
+// on its owner's queue), a hash of the device's own (every flow on a queue that is not its
+// owner's), and one queue for everything. Connections both ways, every byte echoed and checked,
+// and the things that would break if a flow reached two engines: no RST anywhere, each
+// connection on the engine that owns its 4-tuple, no 4-tuple on two engines.
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "base/flow_hash.h"
+#include "base/rng.h"
+#include "base/spsc_ring.h"
+#include "dev/memory_wire.h"
+#include "dev/steering.h"
+#include "stack/stack.h"
+#include "tcp/tcp_layer.h"
+#include "tcp/tcp_listener.h"
+
+namespace ustack {
+namespace {
+
+using tcp::State;
+using tcp::TcpConnection;
+using Spread = dev::MemoryQueues::Spread;
+
+constexpr Ipv4Addr kAddrA(198, 18, 0, 1);
+constexpr Ipv4Addr kAddrB(198, 18, 0, 2);
+constexpr uint16_t kPortOnB = 8080;  // the peer's echo server; A's engines connect to it
+constexpr uint16_t kPortOnA = 9090;  // each of A's engines listens here; the peer connects
+
+StackConfig config_for(Ipv4Addr addr, uint64_t seed, EngineShare engine) {
+  StackConfig c;
+  c.address = Ipv4Cidr{addr, 24};
+  c.seed = seed;
+  c.engine = engine;
+  return c;
+}
+
+std::vector<uint8_t> random_bytes(Rng& rng, size_t len) {
+  std::vector<uint8_t> d(len);
+  for (auto& b : d) b = static_cast<uint8_t>(rng.next());
+  return d;
+}
+
+/// One end of an echo exchange: a client writes `data` and checks the echo, then closes; a server
+/// writes back what it reads and closes after the client's FIN.
+struct EchoEnd {
+  std::shared_ptr<TcpConnection> conn;
+  bool server = false;
+  std::vector<uint8_t> data;  // client: what to send and expect back; server: what to send back
+  size_t sent = 0;
+  size_t received = 0;
+  bool mismatch = false;
+  bool eof = false;
+  bool closed = false;
+  int error = 0;
+
+  bool done() const { return closed || error != 0; }
+
+  void pump(Instant now) {
+    if (!conn || done()) return;
+    TcpConnection& c = *conn;
+    if (c.state() == State::kSynSent || c.state() == State::kSynReceived) return;
+    std::array<uint8_t, 4096> buf;
+    while (!eof) {
+      auto got = c.receive(now, buf, false);
+      if (!got) {
+        if (got.error() != EAGAIN) error = got.error();
+        break;
+      }
+      if (*got == 0) {
+        eof = true;
+        break;
+      }
+      if (server) {
+        data.insert(data.end(), buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(*got));
+      } else if (received + *got > data.size() || std::memcmp(buf.data(), data.data() + received, *got) != 0) {
+        mismatch = true;
+      }
+      received += *got;
+    }
+    while (sent < data.size()) {
+      auto n = c.send(now, std::span(data).subspan(sent));
+      if (!n) {
+        error = n.error();
+        return;
+      }
+      if (*n == 0) break;
+      sent += *n;
+    }
+    const bool finished = server ? eof && sent == data.size() : received == data.size();
+    if (finished) {
+      c.close(now);
+      closed = true;
+    }
+  }
+};
+
+class MultiEngineSim {
+ public:
+  MultiEngineSim(uint32_t engines, Spread spread, uint64_t seed)
+      : wire_(clock_, seed, dev::test_caps(1), dev::test_caps(2)),
+        queues_(wire_.a(), engines, spread),
+        group_(engines),
+        peer_(config_for(kAddrB, seed + 100, {}), wire_.b()) {
+    for (uint32_t i = 0; i < engines; ++i) {
+      views_.push_back(std::make_unique<dev::SteeredDevice>(queues_.queue(i), group_, i));
+      engines_.push_back(std::make_unique<Stack>(config_for(kAddrA, seed + i, {i, engines}), *views_.back()));
+    }
+    for (auto& e : engines_) e->start(now());
+    peer_.start(now());
+  }
+
+  Instant now() const { return clock_.now(); }
+  uint32_t engine_count() const { return static_cast<uint32_t>(engines_.size()); }
+  Stack& engine(uint32_t i) { return *engines_[i]; }
+  Stack& peer() { return peer_; }
+
+  /// Polls every stack, runs `app`, flushes, and moves the clock to the next event, until
+  /// `done()` or 60 s of simulated time.
+  template <typename App, typename Done>
+  bool run(App&& app, Done&& done) {
+    const Instant deadline = now() + 60s;
+    while (!done()) {
+      if (now() >= deadline) return false;
+      for (auto& e : engines_) e->poll(now());
+      peer_.poll(now());
+      app(now());
+      for (auto& e : engines_) e->flush();
+      peer_.flush();
+      Instant next = std::min({wire_.a().next_arrival(), wire_.b().next_arrival(), peer_.next_wakeup(), now() + 1ms});
+      for (auto& e : engines_) next = std::min(next, e->next_wakeup());
+      // A frame forwarded between engines is waiting in a ring: poll again at once.
+      if (next > now() && !forwarded_pending()) clock_.set(next);
+    }
+    return true;
+  }
+
+ private:
+  bool forwarded_pending() {
+    for (uint32_t from = 0; from < engine_count(); ++from) {
+      for (uint32_t to = 0; to < engine_count(); ++to) {
+        if (from != to && !group_.ring(from, to).empty()) return true;
+      }
+    }
+    return false;
+  }
+
+  ManualClock clock_;
+  dev::MemoryWire wire_;
+  dev::MemoryQueues queues_;
+  dev::SteeringGroup group_;
+  std::vector<std::unique_ptr<dev::SteeredDevice>> views_;
+  std::vector<std::unique_ptr<Stack>> engines_;
+  Stack peer_;
+};
+
+std::string spread_name(Spread s) {
+  switch (s) {
+    case Spread::kRss: return "rss";
+    case Spread::kOtherHash: return "other-hash";
+    case Spread::kQueueZero: return "queue-zero";
+  }
+  return "?";
+}
+
+class MultiEngine : public ::testing::TestWithParam<std::tuple<uint32_t, Spread>> {};
+
+TEST_P(MultiEngine, EveryFlowStaysOnItsEngineAndEveryByteArrives) {
+  const auto [engines, spread] = GetParam();
+  constexpr size_t kOpensPerEngine = 40;   // A's engines connect to the peer
+  constexpr size_t kOpensFromPeer = 120;   // the peer connects to A
+  MultiEngineSim sim(engines, spread, 11);
+  Rng rng(5);
+  const auto options = tcp::SocketOptions::defaults(sim.peer().config().tcp);
+
+  tcp::PortBinding peer_binding;
+  ASSERT_EQ(sim.peer().tcp().bind(peer_binding, Ipv4Addr::any(), kPortOnB), 0);
+  tcp::TcpListener peer_listener(peer_binding, 512, options);
+  ASSERT_EQ(sim.peer().tcp().listen(peer_listener), 0);
+  std::vector<tcp::PortBinding> bindings(engines);
+  std::vector<std::unique_ptr<tcp::TcpListener>> listeners;
+  for (uint32_t i = 0; i < engines; ++i) {
+    ASSERT_EQ(sim.engine(i).tcp().bind(bindings[i], Ipv4Addr::any(), kPortOnA), 0);
+    listeners.push_back(std::make_unique<tcp::TcpListener>(bindings[i], 512, options));
+    ASSERT_EQ(sim.engine(i).tcp().listen(*listeners.back()), 0);
+  }
+
+  std::vector<EchoEnd> clients;             // on A's engines and on the peer
+  std::vector<uint32_t> client_engine;      // engines: an A engine; `engines`: the peer
+  std::vector<EchoEnd> servers;
+  std::vector<uint32_t> server_engine;
+  for (uint32_t i = 0; i < engines; ++i) {
+    for (size_t k = 0; k < kOpensPerEngine; ++k) {
+      auto c = sim.engine(i).tcp().connect(sim.now(), nullptr, kAddrB, kPortOnB, options);
+      ASSERT_TRUE(c) << "errno " << c.error();
+      EXPECT_TRUE(EngineShare({i, engines}).owns_flow(kAddrA, kAddrB, (*c)->tuple().local_port, kPortOnB))
+          << "engine " << i << " opened from port " << (*c)->tuple().local_port << ", owned by another engine";
+      clients.push_back(EchoEnd{*c, false, random_bytes(rng, 1 + rng.below(16384))});
+      client_engine.push_back(i);
+    }
+  }
+  for (size_t k = 0; k < kOpensFromPeer; ++k) {
+    auto c = sim.peer().tcp().connect(sim.now(), nullptr, kAddrA, kPortOnA, options);
+    ASSERT_TRUE(c) << "errno " << c.error();
+    clients.push_back(EchoEnd{*c, false, random_bytes(rng, 1 + rng.below(16384))});
+    client_engine.push_back(engines);
+  }
+
+  const bool finished = sim.run(
+      [&](Instant now) {
+        while (auto c = peer_listener.accept()) {
+          servers.push_back(EchoEnd{std::move(c), true, {}});
+          server_engine.push_back(engines);
+        }
+        for (uint32_t i = 0; i < engines; ++i) {
+          while (auto c = listeners[i]->accept()) {
+            servers.push_back(EchoEnd{std::move(c), true, {}});
+            server_engine.push_back(i);
+          }
+        }
+        for (auto& c : clients) c.pump(now);
+        for (auto& s : servers) s.pump(now);
+      },
+      [&] {
+        return servers.size() == clients.size() &&
+               std::all_of(clients.begin(), clients.end(), [](const EchoEnd& e) { return e.done(); }) &&
+               std::all_of(servers.begin(), servers.end(), [](const EchoEnd& e) { return e.done(); });
+      });
+  ASSERT_TRUE(finished) << "accepted " << servers.size() << " of " << clients.size() << ", clients left "
+                        << std::count_if(clients.begin(), clients.end(), [](const EchoEnd& e) { return !e.done(); });
+
+  for (size_t k = 0; k < clients.size(); ++k) {
+    SCOPED_TRACE("client " + std::to_string(k) + " on " +
+                 (client_engine[k] == engines ? std::string("the peer") : "engine " + std::to_string(client_engine[k])));
+    EXPECT_EQ(clients[k].error, 0);
+    EXPECT_FALSE(clients[k].mismatch);
+    EXPECT_EQ(clients[k].received, clients[k].data.size());
+  }
+  // Each accepted connection is on the engine that owns its 4-tuple, and on no other.
+  std::set<std::tuple<uint32_t, uint16_t, uint32_t, uint16_t>> tuples_on_a;
+  std::vector<size_t> accepted_per_engine(engines);
+  for (size_t k = 0; k < servers.size(); ++k) {
+    EXPECT_EQ(servers[k].error, 0);
+    if (server_engine[k] == engines) continue;
+    const tcp::FourTuple& t = servers[k].conn->tuple();
+    EXPECT_TRUE(EngineShare({server_engine[k], engines}).owns_flow(t.local_addr, t.remote_addr, t.local_port, t.remote_port))
+        << "a connection from port " << t.remote_port << " was accepted by engine " << server_engine[k];
+    EXPECT_TRUE(tuples_on_a.emplace(t.local_addr.value(), t.local_port, t.remote_addr.value(), t.remote_port).second);
+    ++accepted_per_engine[server_engine[k]];
+  }
+  for (uint32_t i = 0; i < engines; ++i) {
+    EXPECT_GT(accepted_per_engine[i], kOpensFromPeer / engines / 2) << "engine " << i << " accepted too few";
+  }
+  // A segment that reached an engine without its connection would have been answered with a RST.
+  uint64_t steered = 0;
+  for (uint32_t i = 0; i < engines; ++i) {
+    EXPECT_EQ(sim.engine(i).stats().tcp.tx_resets, 0u) << "engine " << i;
+    EXPECT_EQ(sim.engine(i).stats().dev.steered_dropped_ring_full, 0u) << "engine " << i;
+    steered += sim.engine(i).stats().dev.steered_out;
+    // Only engine 0 answers ARP; every engine learned the peer's address.
+    EXPECT_EQ(sim.engine(i).stats().arp.tx_replies > 0, i == 0 && sim.engine(0).stats().arp.rx_requests > 0)
+        << "engine " << i;
+    EXPECT_EQ(sim.engine(i).arp_entries(), 1u) << "engine " << i;
+  }
+  EXPECT_EQ(sim.peer().stats().tcp.tx_resets, 0u);
+  if (spread == Spread::kRss) {
+    EXPECT_EQ(steered, 0u) << "RSS put every frame on its owner's queue: nothing to forward";
+  } else {
+    EXPECT_GT(steered, 0u);
+  }
+  std::printf("[ Multi    ] %u engines, %s: %zu connections echoed, %llu frames steered between engines\n",
+              engines, spread_name(spread).c_str(), clients.size(), static_cast<unsigned long long>(steered));
+}
+
+INSTANTIATE_TEST_SUITE_P(EnginesAndSpreads, MultiEngine,
+                         ::testing::Combine(::testing::Values(2u, 3u, 4u),
+                                            ::testing::Values(Spread::kRss, Spread::kOtherHash, Spread::kQueueZero)),
+                         [](const auto& info) {
+                           return std::to_string(std::get<0>(info.param)) + "Engines_" +
+                                  (std::get<1>(info.param) == Spread::kRss         ? std::string("Rss")
+                                   : std::get<1>(info.param) == Spread::kOtherHash ? std::string("OtherHash")
+                                                                                    : std::string("QueueZero"));
+                         });
+
+TEST(MultiEngine, ActiveOpensPickSourcePortsTheirEngineOwns) {
+  for (uint32_t engines : {2u, 4u}) {
+    for (uint32_t i = 0; i < engines; ++i) {
+      ManualClock clock;
+      dev::MemoryPort port(clock, dev::test_caps(1), "a");
+      Stack s(config_for(kAddrA, 1, {i, engines}), port);
+      const auto options = tcp::SocketOptions::defaults(s.config().tcp);
+      std::vector<std::shared_ptr<TcpConnection>> conns;
+      for (int k = 0; k < 200; ++k) {
+        auto c = s.tcp().connect(clock.now(), nullptr, kAddrB, 80, options);
+        ASSERT_TRUE(c);
+        const tcp::FourTuple& t = (*c)->tuple();
+        ASSERT_EQ(engine_for_hash(flow_hash(kAddrB, kAddrA, 80, t.local_port), engines), i)
+            << "the reply to port " << t.local_port << " would reach another engine";
+        conns.push_back(std::move(*c));
+      }
+      // UDP connect() too.
+      udp::UdpSocket u;
+      ASSERT_EQ(s.udp().connect(u, udp::Endpoint{kAddrB, 53}), 0);
+      EXPECT_EQ(engine_for_hash(flow_hash(kAddrB, kAddrA, 53, u.local.port), engines), i);
+      s.udp().unbind(u);
+    }
+  }
+}
+
+TEST(MultiEngine, FramesGoToTheOwnerOfTheirFlow) {
+  // An ICMP port unreachable quoting our UDP datagram goes where that flow's replies go.
+  std::vector<uint8_t> frame(14 + 20 + 8 + 20 + 8, 0);
+  frame[12] = 0x08;  // IPv4
+  uint8_t* ip = frame.data() + 14;
+  ip[0] = 0x45;
+  ip[9] = 1;  // ICMP
+  kAddrB.store(ip + 12);
+  kAddrA.store(ip + 16);
+  ip[20] = 3;  // destination unreachable
+  uint8_t* inner = ip + 28;
+  inner[0] = 0x45;
+  inner[9] = 17;
+  kAddrA.store(inner + 12);
+  kAddrB.store(inner + 16);
+  store_be16(inner + 20, 40000);
+  store_be16(inner + 22, 53);
+  for (uint32_t engines : {2u, 3u, 4u}) {
+    EXPECT_EQ(dev::frame_owner(frame, engines, 0), engine_for_hash(flow_hash(kAddrB, kAddrA, 53, 40000), engines));
+  }
+  // ARP goes to every engine; a frame too short to read stays put.
+  std::vector<uint8_t> arp(42, 0);
+  arp[12] = 0x08;
+  arp[13] = 0x06;
+  EXPECT_EQ(dev::frame_owner(arp, 4, 2), dev::kEveryEngine);
+  EXPECT_EQ(dev::frame_owner(std::span(arp).first(10), 4, 2), 2u);
+  // A non-first fragment (no ports) goes by the address pair.
+  frame[14 + 9] = 17;
+  store_be16(ip + 6, 0x0010);  // offset 128 bytes
+  EXPECT_EQ(dev::frame_owner(frame, 4, 0), engine_for_hash(flow_hash(kAddrB, kAddrA), 4));
+}
+
+TEST(SpscRing, HandsItemsFromOneThreadToAnotherInOrder) {
+  SpscRing<uint64_t> ring(64);  // small: both sides often find it full or empty
+  constexpr uint64_t kItems = 1'000'000;
+  std::thread producer([&] {
+    for (uint64_t i = 1; i <= kItems; ++i) {
+      uint64_t item = i;
+      while (!ring.push(item)) std::this_thread::yield();
+    }
+  });
+  uint64_t expected = 1;
+  uint64_t out_of_order = 0;
+  while (expected <= kItems) {
+    uint64_t item = 0;
+    if (!ring.pop(item)) {
+      std::this_thread::yield();
+      continue;
+    }
+    if (item != expected) ++out_of_order;
+    expected = item + 1;
+  }
+  producer.join();
+  EXPECT_EQ(out_of_order, 0u);
+  EXPECT_TRUE(ring.empty());
+  uint64_t item = 0;
+  EXPECT_FALSE(ring.pop(item));
+  for (uint64_t i = 0; i < ring.capacity(); ++i) ASSERT_TRUE(ring.push(i));
+  EXPECT_FALSE(ring.push(item));  // full: refused, the item stays with the caller
+}
+
+}  // namespace
+}  // namespace ustack
