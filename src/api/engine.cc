@@ -70,8 +70,9 @@ Instant Engine::now() const {
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - epoch_).count());
 }
 
-bool Engine::nap(Instant t, Instant deadline) {
-  Instant until = std::min({deadline, t + config_.idle_sleep_max, stack_->next_wakeup()});
+bool Engine::nap(Instant t, Instant deadline, Duration idle_for) {
+  const Duration longest = nap_limit(idle_for, config_.idle_sleep_max, device_->wakes_on_rx());
+  const Instant until = std::min({deadline, t + longest, stack_->next_wakeup()});
   return until > t && device_->wait_rx(until - t);
 }
 
@@ -102,7 +103,8 @@ void Engine::thread_main() {
     if (n == 0 && t - last_busy >= config_.idle_spin) {
       // Idle: nap without the lock, until a frame may have come or the next timer. A timer a
       // call arms meanwhile waits at most idle_sleep_max for the nap to end.
-      const Instant until = std::min(t + config_.idle_sleep_max, stack_->next_wakeup());
+      const Duration longest = nap_limit(t - last_busy, config_.idle_sleep_max, device_->wakes_on_rx());
+      const Instant until = std::min(t + longest, stack_->next_wakeup());
       unlock();
       if (until > t) device_->wait_rx(until - t);
       lock();

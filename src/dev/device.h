@@ -57,6 +57,9 @@ class Device {
   /// signal handler ran during the wait (the wait is not resumed: the caller decides whether the
   /// call it serves fails with EINTR), false otherwise. The default is sleep_interruptibly(max).
   virtual bool wait_rx(Duration max);
+  /// True when wait_rx() returns as soon as a frame arrives (an RX interrupt); false when it just
+  /// sleeps, so that a frame arriving meanwhile waits for the end of the nap.
+  virtual bool wakes_on_rx() const { return false; }
   /// True when the receive buffer pool is running low (under a quarter free): whoever holds
   /// received frames for long (socket queues) should copy them out and let the buffers go.
   virtual bool buffers_scarce() const { return false; }

@@ -59,6 +59,7 @@ class SteeredDevice final : public Device {
   /// Returns at once when another engine has forwarded a frame; otherwise the queue's wait. (A
   /// frame forwarded during the wait waits for its end: the nap is bounded by idle_sleep_max.)
   bool wait_rx(Duration max) override;
+  bool wakes_on_rx() const override { return queue_.wakes_on_rx(); }
   bool buffers_scarce() const override { return queue_.buffers_scarce(); }
   void attach_stats(DevStats* stats) override;
   std::string name() const override;

@@ -73,6 +73,7 @@ class DpdkPort final : public Device {
   /// interrupts: sleeps for `max`. Either way through sleep_interruptibly(), and returns true
   /// when a signal handler ran meanwhile.
   bool wait_rx(Duration max) override;
+  bool wakes_on_rx() const override { return rx_intr_; }
   void attach_stats(DevStats* stats) override { stats_ = stats; }
   bool buffers_scarce() const override;
   std::string name() const override { return name_; }
@@ -83,7 +84,6 @@ class DpdkPort final : public Device {
   size_t close();
 
   uint16_t port_id() const { return port_id_; }
-  bool rx_interrupts() const { return rx_intr_; }
   /// Mbufs of the port's pool not in the pool: held by Packets, by the PMD's rings, in flight.
   size_t mbufs_in_use() const;
   /// Frames dropped because they came in several segments (DevStats has no counter for it yet).

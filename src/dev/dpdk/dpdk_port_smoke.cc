@@ -143,7 +143,7 @@ int main(int argc, char** argv) {
               "rx_interrupts=%d\n",
               port.port_id(), port.name().c_str(), caps.mac.to_string().c_str(), caps.mtu, caps.tx_ipv4_checksum,
               caps.tx_udp_checksum, caps.tx_tcp_checksum, caps.rx_checksum, caps.tx_headroom, caps.buffer_size,
-              port.rx_interrupts());
+              port.wakes_on_rx());
   const size_t base_in_use = port.mbufs_in_use();  // what the PMD's RX ring holds
   std::printf("mbufs in use after start: %zu\n", base_in_use);
   const bool loopback = dev.starts_with("net_ring");
