@@ -1,21 +1,64 @@
 #include "base/checksum.h"
 
+#include <bit>
+#include <cstring>
+
 #include "base/bytes.h"
 
 namespace ustack {
 
 uint32_t checksum_add(uint32_t sum, std::span<const uint8_t> bytes) {
-  uint64_t acc = sum;
-  size_t i = 0;
-  const size_t n = bytes.size();
+  // RFC 1071 §2(B): the one's-complement sum does not care about byte order. Sum native 64-bit
+  // words with end-around carry, fold to 16 bits, and swap those once into network order: about
+  // a third of the instructions of summing big-endian 16-bit words (it is half of the core's cost
+  // per MSS segment otherwise; bench/core-cost). Every piece but the last has even length, so
+  // the odd last byte always sits at an even offset: the low byte of a little-endian word.
   const uint8_t* p = bytes.data();
-  for (; i + 8 <= n; i += 8) {
-    acc += uint64_t{load_be16(p + i)} + load_be16(p + i + 2) + load_be16(p + i + 4) + load_be16(p + i + 6);
+  size_t n = bytes.size();
+  uint64_t acc = 0;
+  auto add = [&acc](uint64_t w) {
+    acc += w;
+    acc += acc < w;  // the carry out of bit 63 comes back in at bit 0
+  };
+  for (; n >= 32; p += 32, n -= 32) {
+    uint64_t w[4];
+    std::memcpy(w, p, sizeof w);
+    add(w[0]);
+    add(w[1]);
+    add(w[2]);
+    add(w[3]);
   }
-  for (; i + 2 <= n; i += 2) acc += load_be16(p + i);
-  if (i < n) acc += uint32_t{p[i]} << 8;
-  while (acc >> 32) acc = (acc & 0xffffffff) + (acc >> 32);
-  return static_cast<uint32_t>(acc);
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t w;
+    std::memcpy(&w, p, sizeof w);
+    add(w);
+  }
+  if (n >= 4) {
+    uint32_t w;
+    std::memcpy(&w, p, sizeof w);
+    add(w);
+    p += 4;
+    n -= 4;
+  }
+  if (n >= 2) {
+    uint16_t w;
+    std::memcpy(&w, p, sizeof w);
+    add(w);
+    p += 2;
+    n -= 2;
+  }
+  if (n == 1) add(std::endian::native == std::endian::little ? uint64_t{p[0]} : uint64_t{p[0]} << 8);
+  acc = (acc & 0xffffffff) + (acc >> 32);
+  acc = (acc & 0xffffffff) + (acc >> 32);
+  auto folded = static_cast<uint32_t>(acc);
+  folded = (folded & 0xffff) + (folded >> 16);
+  folded = (folded & 0xffff) + (folded >> 16);
+  if constexpr (std::endian::native == std::endian::little) {
+    folded = static_cast<uint16_t>(folded << 8 | folded >> 8);
+  }
+  uint64_t total = uint64_t{sum} + folded;
+  total = (total & 0xffffffff) + (total >> 32);
+  return static_cast<uint32_t>(total);
 }
 
 uint16_t checksum_finish(uint32_t sum) {

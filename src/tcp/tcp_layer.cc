@@ -248,7 +248,10 @@ void TcpLayer::receive(Instant now, const ip::Ipv4Repr& ip, Packet& packet, bool
   buffers_scarce_ = device_buffers_scarce;
   const FourTuple tuple{ip.dst, seg->dst_port, ip.src, seg->src_port};
   if (auto it = connections_.find(tuple); it != connections_.end()) {
-    std::shared_ptr<TcpConnection> c = it->second;  // alive until we are done with it
+    // A raw pointer, no reference count (an atomic add and subtract per segment once threads
+    // exist): a connection that closes meanwhile goes to graveyard_, which reap() empties only
+    // after the poll.
+    TcpConnection* c = it->second.get();
     // RFC 9293 §3.10.7.4 / RFC 6191: a new SYN to a TIME-WAIT connection beyond its old
     // sequence space may start a new incarnation, if someone listens.
     if (c->state() == State::kTimeWait && (seg->flags & (kSyn | kAck | kRst)) == kSyn && seg->seq > c->rcv_nxt()) {
@@ -309,7 +312,7 @@ void TcpLayer::icmp_error(Instant, const FourTuple& tuple, SeqNum seq, int err) 
   // attempt; once established, errors are soft (the retransmission timer decides).
   auto it = connections_.find(tuple);
   if (it == connections_.end()) return;
-  std::shared_ptr<TcpConnection> c = it->second;
+  TcpConnection* c = it->second.get();  // closed() parks it in graveyard_: alive until reap()
   if (c->state() != State::kSynSent) return;
   if (seq != c->iss()) return;  // must quote our SYN: a blind attacker does not know the ISS
   c->closed(err);

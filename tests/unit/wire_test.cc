@@ -72,7 +72,7 @@ std::span<const uint8_t> prefix(std::span<const uint8_t> b, size_t n) { return b
 TEST(Checksum, Rfc1071Example) {
   // RFC 1071 §3: the words 0001 f203 f4f5 f6f7 sum to 2ddf0, which folds to ddf2.
   const Bytes b = from_hex("0001f203f4f5f6f7");
-  EXPECT_EQ(checksum_add(0, b), 0x2ddf0u);
+  EXPECT_EQ(static_cast<uint16_t>(~checksum_finish(checksum_add(0, b))), 0xddf2);
   EXPECT_EQ(internet_checksum(b), 0x220d);
   // A receiver summing data and checksum gets zero.
   EXPECT_EQ(internet_checksum(from_hex("0001f203f4f5f6f7220d")), 0);
@@ -105,9 +105,17 @@ TEST(Checksum, MatchesReferenceOnEveryLengthAndInPieces) {
   }
   EXPECT_EQ(internet_checksum(b), reference_checksum(b));
   EXPECT_EQ(internet_checksum(ones), reference_checksum(ones));
-  // Even-length pieces may be summed apart (pseudo-header, header, payload).
-  EXPECT_EQ(checksum_finish(checksum_add(checksum_add(0, std::span(b).first(1000)), std::span(b).subspan(1000))),
-            internet_checksum(b));
+  // Even-length pieces may be summed apart (pseudo-header, header, payload), at every split.
+  for (size_t split = 0; split <= 80; split += 2) {
+    SCOPED_TRACE(split);
+    for (size_t len : {split, split + 1, split + 33, size_t{1500}}) {
+      const auto whole = std::span(b).first(len);
+      EXPECT_EQ(checksum_finish(checksum_add(checksum_add(0, whole.first(split)), whole.subspan(split))),
+                reference_checksum(whole));
+      EXPECT_EQ(checksum_finish(checksum_add(checksum_add(0xfffe, whole.first(split)), whole.subspan(split))),
+                checksum_finish(checksum_add(0xfffe, whole)));
+    }
+  }
 }
 
 TEST(Checksum, PseudoHeader) {
