@@ -13,6 +13,7 @@
 #include <chrono>
 #include <climits>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "server_common.h"
@@ -174,7 +175,8 @@ bool accept_all(EchoContext& ctx, int listen_fd, Add&& add) {
   return drained;
 }
 
-/// The epoll loop of one listener and its connections.
+/// The epoll loop of one or more listeners (epoll-server --ports: one per port) and their
+/// connections.
 ///
 /// Level-triggered (epoll-server): the listener and each connection are watched for what they
 /// need now (EPOLLIN while there is room to read, EPOLLOUT while bytes wait), changed with
@@ -185,6 +187,7 @@ bool accept_all(EchoContext& ctx, int listen_fd, Add&& add) {
 class EpollEchoLoop {
  public:
   enum class Trigger { kLevel, kEdge };
+  static constexpr size_t kMaxListeners = 65536;  ///< listeners one loop serves, at most
 
   EpollEchoLoop(const char* program, Trigger trigger, ServerStats& stats)
       : ctx_(program, stats), edge_(trigger == Trigger::kEdge) {}
@@ -193,21 +196,30 @@ class EpollEchoLoop {
 
   /// Creates the epoll instance and watches `listen_fd`, a non-blocking listener that stays the
   /// caller's. False after printing why.
-  bool open(int listen_fd) {
-    listen_fd_ = listen_fd;
+  bool open(int listen_fd) { return open(std::vector<int>{listen_fd}); }
+
+  /// The same for several listeners (at most kMaxListeners), served alike.
+  bool open(const std::vector<int>& listen_fds) {
     ep_ = ustack::epoll_create1(0);
     if (ep_ < 0) {
       std::fprintf(stderr, "%s: epoll_create1: %s\n", ctx_.program, std::strerror(errno));
       return false;
     }
-    epoll_event ev{};
-    ev.events = listener_events();
-    ev.data.u64 = kListenerTag;
-    if (ustack::epoll_ctl(ep_, EPOLL_CTL_ADD, listen_fd_, &ev) != 0) {
-      std::fprintf(stderr, "%s: epoll_ctl on the listener: %s\n", ctx_.program, std::strerror(errno));
+    if (listen_fds.empty() || listen_fds.size() > kMaxListeners) {
+      std::fprintf(stderr, "%s: %zu listeners: 1 to %zu are served\n", ctx_.program, listen_fds.size(), kMaxListeners);
       return false;
     }
-    listener_pause_ = ListenerPause(ctx_.program, ep_, listen_fd_, kListenerTag, listener_events());
+    for (size_t i = 0; i < listen_fds.size(); ++i) {
+      epoll_event ev{};
+      ev.events = listener_events();
+      ev.data.u64 = listener_tag(i);
+      if (ustack::epoll_ctl(ep_, EPOLL_CTL_ADD, listen_fds[i], &ev) != 0) {
+        std::fprintf(stderr, "%s: epoll_ctl on the listener: %s\n", ctx_.program, std::strerror(errno));
+        return false;
+      }
+      listeners_.push_back(
+          Listener{listen_fds[i], ListenerPause(ctx_.program, ep_, listen_fds[i], listener_tag(i), listener_events())});
+    }
     return true;
   }
 
@@ -216,19 +228,22 @@ class EpollEchoLoop {
     return run_epoll_loop(
         ctx_.program, ep_,
         [&](const epoll_event& e) {
-          if (e.data.u64 == kListenerTag) {
-            accept_waiting();
+          if (auto i = listener_index(e.data.u64)) {
+            accept_waiting(listeners_[*i]);
           } else {
             handle(e.data.u64, e.events);
           }
         },
         [&] {
           // Edge-triggered, the connections that waited meanwhile bring no new edge: accept them now.
-          if (listener_pause_.resume_if_due(Clock::now())) accept_waiting();
+          auto now = Clock::now();
+          for (Listener& l : listeners_) {
+            if (l.pause.resume_if_due(now)) accept_waiting(l);
+          }
         });
   }
 
-  /// Closes every connection and the epoll instance (not the listener).
+  /// Closes every connection and the epoll instance (not the listeners).
   void close() {
     conns_.for_each([&](uint64_t tag, Watched& w) { close_conn(tag, w); });
     if (ep_ >= 0) ustack::close(ep_);
@@ -240,12 +255,24 @@ class EpollEchoLoop {
     EchoConn conn;
     uint32_t events;  // what epoll watches now
   };
-  static constexpr uint64_t kListenerTag = Slab<Watched>::kNoTag;
+  struct Listener {
+    int fd;
+    ListenerPause pause;
+  };
+
+  // Listener i's tag is Slab's kNoTag - i: a connection's tag would need a slot index of at least
+  // 2^32 - kMaxListeners and generation 2^32 - 1 to collide with one.
+  static uint64_t listener_tag(size_t i) { return Slab<Watched>::kNoTag - i; }
+  std::optional<size_t> listener_index(uint64_t tag) const {
+    uint64_t i = Slab<Watched>::kNoTag - tag;
+    if (i < listeners_.size()) return static_cast<size_t>(i);
+    return std::nullopt;
+  }
 
   uint32_t listener_events() const { return edge_ ? EPOLLIN | EPOLLET : uint32_t{EPOLLIN}; }
 
-  void accept_waiting() {
-    bool drained = accept_all(ctx_, listen_fd_, [&](int fd, const sockaddr_in& peer) {
+  void accept_waiting(Listener& l) {
+    bool drained = accept_all(ctx_, l.fd, [&](int fd, const sockaddr_in& peer) {
       uint32_t events = edge_ ? EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET : EPOLLIN | EPOLLRDHUP;
       uint64_t tag = conns_.insert(Watched{EchoConn(fd, peer), events});
       epoll_event ev{};
@@ -257,7 +284,7 @@ class EpollEchoLoop {
         close_conn(tag, w);
       }
     });
-    if (!drained) listener_pause_.pause();
+    if (!drained) l.pause.pause();
   }
 
   void handle(uint64_t tag, uint32_t events) {
@@ -299,30 +326,48 @@ class EpollEchoLoop {
   EchoContext ctx_;
   bool edge_;
   int ep_ = -1;
-  int listen_fd_ = -1;
+  std::vector<Listener> listeners_;
   Slab<Watched> conns_;
-  ListenerPause listener_pause_;
 };
 
 /// The main() of epoll-server (Trigger::kLevel) and epoll-et-server (Trigger::kEdge): one
-/// EpollEchoLoop over a non-blocking listener until SIGINT or SIGTERM, then the summary line.
+/// EpollEchoLoop over a non-blocking listener (--ports N: one on each of N ports from --port on,
+/// which lets a client open more connections than one port's ephemeral ports allow) until SIGINT
+/// or SIGTERM, then the summary line.
 inline int run_epoll_echo_server(int argc, char** argv, const char* program, EpollEchoLoop::Trigger trigger,
                                  const char* description) {
   CLI::App cli{description};
   ServerOptions opt;
   add_server_options(cli, opt);
+  uint32_t ports = 1;
+  cli.add_option("--ports", ports, "listen on this many ports, --port to --port + N - 1 (all served alike)")
+      ->check(CLI::Range(1, static_cast<int>(EpollEchoLoop::kMaxListeners)))
+      ->capture_default_str();
   int listen_fd = -1;
   if (int status = start_server(cli, argc, argv, program, opt, &listen_fd); status >= 0) return status;
+  std::vector<int> listeners{listen_fd};
+  bool serving = true;
+  if (ports > 1 && (opt.port == 0 || uint32_t{opt.port} + ports - 1 > 65535)) {
+    std::fprintf(stderr, "%s: --ports %u needs a --port from 1 to %u\n", program, ports, 65536 - ports);
+    serving = false;
+  }
+  for (uint32_t i = 1; serving && i < ports; ++i) {
+    sockaddr_in addr = opt.addr;
+    addr.sin_port = htons(static_cast<uint16_t>(opt.port + i));
+    int fd = listen_tcp(program, addr, opt.backlog, SOCK_NONBLOCK);
+    if (fd < 0) serving = false;
+    if (fd >= 0) listeners.push_back(fd);
+  }
   ServerStats stats;
   EpollEchoLoop loop(program, trigger, stats);
-  bool serving = loop.open(listen_fd);
+  serving = serving && loop.open(listeners);
   bool ok = false;
   if (serving) {
-    print_serving(program, opt, listen_fd);
+    print_serving(program, opt, listen_fd, ports);
     ok = loop.run();
   }
   loop.close();
-  ustack::close(listen_fd);
+  for (int fd : listeners) ustack::close(fd);
   if (serving) print_summary(program, stats);
   ustack::shutdown();
   return ok ? 0 : 1;

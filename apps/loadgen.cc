@@ -14,6 +14,16 @@
 //         from [--min-size, --max-size] (most small, some large; seeded by --seed), reads the
 //         whole echo of each before the next, then closes. Latency as for rr.
 //
+// Options for benchmarks: --ports N spreads the connections over the server ports port..port+N-1
+// (one address has ~64k ephemeral ports per destination port, ustack's 28,232); --idle N (rr)
+// opens N more connections first and keeps them open without traffic while the others run;
+// --hold S waits S seconds once every connection is up, before measuring (after the line
+// "loadgen: N connections open"); --cpu-pid PID reports that process's CPU time over the measured
+// stretch (from /proc/PID/stat), next to loadgen's own; --warmup first makes one exchange on a
+// connection of its own, not counted (a new link's first frames can be lost while ARP resolves,
+// and cps's clock starts at the first connect); --linger S keeps the stack running S seconds after
+// the report (a net_memif server may crash when its peer exits while it transmits).
+//
 // Byte k of connection i's stream is a pseudo-random function of (i, k), so an echo with bytes
 // lost, duplicated, corrupted, reordered or crossed with another connection's is caught.
 //
@@ -23,6 +33,7 @@
 
 #include <sys/resource.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <bit>
@@ -32,6 +43,8 @@
 #include <cstddef>
 #include <cstring>
 #include <deque>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -142,10 +155,46 @@ struct Target {
   int domain = AF_INET;
   sockaddr_storage addr{};
   socklen_t len = 0;
-  std::string name;  // "A.B.C.D:PORT" or the path, for messages
+  std::string name;  // "A.B.C.D:PORT" or the path (with --ports: "A.B.C.D:PORT-LAST"), for messages
+  uint32_t ports = 1;  // AF_INET: connections spread over ports PORT..PORT+ports-1
 
-  const sockaddr* sa() const { return reinterpret_cast<const sockaddr*>(&addr); }
+  /// The address connection `id` connects to: with several ports, the (id mod ports)-th.
+  sockaddr_storage addr_of(uint64_t id) const {
+    sockaddr_storage a = addr;
+    if (domain == AF_INET && ports > 1) {
+      auto* in = reinterpret_cast<sockaddr_in*>(&a);
+      in->sin_port = htons(static_cast<uint16_t>(ntohs(in->sin_port) + id % ports));
+    }
+    return a;
+  }
 };
+
+// ---- CPU time ----
+
+/// This process's CPU time (user + system, every thread), in seconds.
+double own_cpu_seconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/// Another process's CPU time (utime + stime of /proc/PID/stat, every thread), in seconds; -1 if
+/// it cannot be read (the process is gone).
+double process_cpu_seconds(int pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  size_t paren = text.rfind(')');  // the command name may hold spaces and parentheses
+  if (paren == std::string::npos) return -1;
+  std::istringstream rest(text.substr(paren + 2));
+  std::string field;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {  // fields 14 and 15 (1-based): utime, stime
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
 
 /// Readiness of the connections, under the tags of their Slab: an ustack epoll instance, or for
 /// AF_UNIX a pollfd array given to ustack::poll() (an ustack epoll instance cannot watch a kernel
@@ -268,6 +317,13 @@ struct Options {
   double timeout = 10;
   uint64_t window = 4 << 20;
   uint64_t max_errors = 100;
+  uint32_t ports = 1;
+  uint64_t idle = 0;                 // rr: connections kept open without traffic
+  uint32_t connect_window = 1024;    // rr, bulk: connects in progress at once
+  double hold = 0;                   // seconds between "connections open" and measuring
+  bool warmup = false;               // one exchange on a connection of its own before anything else
+  double linger = 0;                 // seconds the stack keeps running after the report
+  std::vector<int> cpu_pids;
   // mixed
   uint64_t clients = 200;
   uint32_t concurrency = 20;
@@ -291,6 +347,7 @@ struct Conn {
   uint64_t key = 0;    // stream_key(id); mixed: of --seed too
   uint64_t sizes = 0;  // mixed: the state of the generator of request sizes
   bool connected = false;
+  bool idle = false;  // --idle: never sends
   Clock::time_point connect_start{};
   uint64_t issued = 0;    // bytes of the requests issued: what is to be sent
   uint64_t sent = 0;      // bytes the socket took
@@ -335,6 +392,7 @@ class Loadgen {
     return conns_.size() == 0 && (mode_ != Mode::kCps || !can_issue());  // every connection lost
   }
   void start_measuring();
+  void stop_measuring();
   void open_conn(uint64_t id);
   void handle(uint64_t tag, uint32_t events);
   void on_connected(uint64_t tag, Conn& c);
@@ -365,6 +423,12 @@ class Loadgen {
   Clock::time_point deadline_{};       // --duration's end
   Clock::time_point last_progress_{};  // a connection established or echo bytes received
   bool measuring_ = false;
+  bool holding_ = false;               // --hold: every connection is up, measuring starts at hold_end_
+  Clock::time_point hold_end_{};
+  uint64_t to_open_ = 0;               // rr, bulk: connections to open (--idle ones first)
+  uint64_t opened_ = 0;
+  double cpu_start_ = 0, cpu_ = 0;     // own CPU seconds at the start of the measured stretch; used in it
+  std::vector<double> pid_cpu_start_, pid_cpu_;  // the same for each --cpu-pid (-1: unreadable)
   bool stopping_ = false;
   bool interrupted_ = false;
   uint64_t next_id_ = 0;
@@ -385,7 +449,7 @@ void Loadgen::run() {
   if (mode_ == Mode::kCps || mode_ == Mode::kMixed) {
     start_measuring();
   } else {
-    for (uint32_t i = 0; i < o_.connections; ++i) open_conn(next_id_++);
+    to_open_ = o_.idle + o_.connections;
   }
   std::vector<epoll_event> events(256);
   for (;;) {
@@ -394,7 +458,24 @@ void Loadgen::run() {
       interrupted_ = true;
       break;
     }
-    if (!measuring_ && connecting_ == 0) start_measuring();  // rr, bulk: every connect has resolved
+    // rr, bulk: the --idle connections first, then the measured ones, --connect-window at a time.
+    while (opened_ < to_open_ && connecting_ < o_.connect_window) {
+      open_conn(next_id_++);
+      ++opened_;
+    }
+    if (!measuring_ && opened_ == to_open_ && connecting_ == 0) {  // rr, bulk: every connect has resolved
+      if (!holding_) {
+        holding_ = true;
+        hold_end_ = now_ + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o_.hold));
+        if (o_.idle > 0 || o_.hold > 0) {
+          std::printf("%s: %zu connections open (%llu idle), measuring in %g s\n", kProgram, conns_.size(),
+                      static_cast<unsigned long long>(o_.idle), o_.hold);
+          std::fflush(stdout);
+        }
+      }
+      if (now_ >= hold_end_) start_measuring();
+      last_progress_ = now_;  // holding is not stalling
+    }
     if (measuring_ && !o_.requests && now_ >= deadline_) break;
     if (mode_ == Mode::kCps) {
       while (conns_.size() < o_.connections && can_issue()) {
@@ -443,17 +524,31 @@ void Loadgen::run() {
   // A run that finished ends at its last completed request; one cut short, now.
   bool complete = mode_ == Mode::kMixed ? clients_done_ == o_.clients : o_.requests && in_flight_ == 0;
   if (!measuring_ || !complete || completed_ == 0) end_ = Clock::now();
+  stop_measuring();
   stopping_ = true;
   conns_.for_each([&](uint64_t tag, Conn& c) { close_conn(tag, c); });  // in-flight requests are abandoned
 }
 
 void Loadgen::start_measuring() {
   measuring_ = true;
+  cpu_start_ = own_cpu_seconds();
+  for (int pid : o_.cpu_pids) pid_cpu_start_.push_back(process_cpu_seconds(pid));
   start_ = Clock::now();
   end_ = start_;
   now_ = start_;
   deadline_ = start_ + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o_.duration));
   conns_.for_each([&](uint64_t tag, Conn& c) { pump(tag, c); });
+}
+
+// The CPU time of the measured stretch (so far as the clock of the CPU times goes: loadgen's own to
+// the microsecond, the --cpu-pid processes' to a clock tick, 10 ms).
+void Loadgen::stop_measuring() {
+  if (!measuring_) return;
+  cpu_ = own_cpu_seconds() - cpu_start_;
+  for (size_t i = 0; i < o_.cpu_pids.size(); ++i) {
+    double now = process_cpu_seconds(o_.cpu_pids[i]);
+    pid_cpu_.push_back(now < 0 || pid_cpu_start_[i] < 0 ? -1 : now - pid_cpu_start_[i]);
+  }
 }
 
 void Loadgen::open_conn(uint64_t id) {
@@ -467,6 +562,7 @@ void Loadgen::open_conn(uint64_t id) {
   Conn c;
   c.fd = fd;
   c.id = id;
+  c.idle = mode_ == Mode::kRr && id < o_.idle;
   if (mode_ == Mode::kMixed) {  // every seed its own bytes and sizes
     c.key = stream_key(mix64(o_.seed) ^ id);
     c.sizes = mix64(o_.seed + 0x51e5) ^ mix64(id);
@@ -474,7 +570,8 @@ void Loadgen::open_conn(uint64_t id) {
     c.key = stream_key(id);
   }
   c.connect_start = Clock::now();
-  if (ustack::connect(fd, server_.sa(), server_.len) == 0) {
+  sockaddr_storage to = server_.addr_of(id);
+  if (ustack::connect(fd, reinterpret_cast<const sockaddr*>(&to), server_.len) == 0) {
     c.connected = true;
   } else if (errno != EINPROGRESS) {
     int err = errno;
@@ -591,7 +688,7 @@ bool Loadgen::read_some(uint64_t tag, Conn& c) {
 bool Loadgen::pump(uint64_t tag, Conn& c) {
   if (!c.connected) return true;
   if (mode_ == Mode::kRr) {
-    if (c.starts.empty() && can_issue()) issue(c, Clock::now(), o_.size);
+    if (!c.idle && c.starts.empty() && can_issue()) issue(c, Clock::now(), o_.size);
   } else if (mode_ == Mode::kMixed) {
     if (c.starts.empty() && c.done < o_.requests && !stopping_) issue(c, Clock::now(), next_mixed_size(c));
   } else if (mode_ == Mode::kBulk) {
@@ -710,6 +807,11 @@ int Loadgen::report(const std::string& stack) {
     std::printf("%s%s %llu", k ? ", " : "", kErrorNames[k], static_cast<unsigned long long>(error_counts_[k]));
   }
   std::printf(")\n");
+  if (!o_.cpu_pids.empty()) {
+    std::printf("%s: CPU seconds while measuring: loadgen %.3f", kProgram, cpu_);
+    for (size_t i = 0; i < o_.cpu_pids.size(); ++i) std::printf(", pid %d %.2f", o_.cpu_pids[i], pid_cpu_[i]);
+    std::printf("\n");
+  }
   if (o_.json) {
     std::printf(
         "{\"mode\": \"%s\", \"stack\": \"%s\", \"host\": \"%s\", \"port\": %u, \"connections\": %u, \"size\": %llu, "
@@ -723,7 +825,12 @@ int Loadgen::report(const std::string& stack) {
       std::printf(", \"errors_%s\": %llu", kErrorNames[k], static_cast<unsigned long long>(error_counts_[k]));
     }
     if (!o_.unix_path.empty()) std::printf(", \"unix\": %s", json_string(o_.unix_path).c_str());
-    std::printf(", \"interrupted\": %s}\n", interrupted_ ? "true" : "false");
+    std::printf(", \"ports\": %u, \"idle\": %llu, \"cpu_s\": %.6f, \"cpu_s_pids\": {", server_.ports,
+                static_cast<unsigned long long>(o_.idle), cpu_);
+    for (size_t i = 0; i < o_.cpu_pids.size(); ++i) {
+      std::printf("%s\"%d\": %.3f", i ? ", " : "", o_.cpu_pids[i], pid_cpu_[i]);
+    }
+    std::printf("}, \"interrupted\": %s}\n", interrupted_ ? "true" : "false");
   }
   std::fflush(stdout);
   return errors_ > 0 || completed_ == 0 ? 1 : 0;
@@ -761,6 +868,47 @@ void Loadgen::report_mixed(const std::string& stack, double seconds, double rps,
   std::fflush(stdout);
 }
 
+// --warmup: one connection, one request of `size` bytes and its echo (checked), closed; blocking
+// calls, each given `timeout` seconds. Not counted anywhere. False (after saying why) if it failed.
+bool warm_up(const Target& server, uint64_t size, double timeout) {
+  int fd = ustack::socket(server.domain, SOCK_STREAM, 0);
+  if (fd < 0) {
+    std::fprintf(stderr, "%s: warm-up: socket: %s\n", kProgram, app::socket_failure(errno).c_str());
+    return false;
+  }
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(timeout);
+  tv.tv_usec = static_cast<suseconds_t>((timeout - static_cast<double>(tv.tv_sec)) * 1e6);
+  ustack::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ustack::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  auto len = static_cast<size_t>(std::min<uint64_t>(size, kSendChunk));
+  std::vector<char> out(len), in(len);
+  uint64_t key = stream_key(~uint64_t{0});
+  fill_stream(key, 0, out.data(), len);
+  const char* step = "connect";
+  bool ok = ustack::connect(fd, reinterpret_cast<const sockaddr*>(&server.addr), server.len) == 0;
+  if (ok) {
+    step = "send";
+    ok = ustack::send(fd, out.data(), len, MSG_NOSIGNAL) == static_cast<ssize_t>(len);
+  }
+  size_t got = 0;
+  if (ok) step = "recv";
+  while (ok && got < len) {
+    ssize_t n = ustack::recv(fd, in.data() + got, len - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) ok = false;
+    if (n > 0) got += static_cast<size_t>(n);
+  }
+  if (ok && std::memcmp(in.data(), out.data(), len) != 0) {
+    step = "the echo";
+    errno = EBADMSG;
+    ok = false;
+  }
+  if (!ok) std::fprintf(stderr, "%s: warm-up: %s: %s (going on)\n", kProgram, step, std::strerror(errno));
+  ustack::close(fd);
+  return ok;
+}
+
 // Room for one descriptor per connection on the kernel backend: raise the soft limit as far as
 // needed, never past the hard one (ustack::init relies on the limit staying below 2^30).
 void make_room_for(uint64_t descriptors) {
@@ -783,6 +931,9 @@ int main(int argc, char** argv) {
       "        time, of sizes drawn log-uniformly from --min-size to --max-size (--seed), reads each echo\n"
       "        before the next, then closes\n"
       "Latency: from the request's first byte sent (cps: from connect()) to the last byte of its echo.\n"
+      "For benchmarks: --ports spreads the connections over several server ports, --idle (rr) adds connections "
+      "that stay open without traffic, --hold waits before measuring, --warmup makes one exchange first, --linger "
+      "stays after the report, --cpu-pid reports another process's CPU time.\n"
       "Exit status 0 if every request was answered intact (mixed: and every client finished), 1 on any error "
       "or if none completed, 2 on bad usage."};
   app::CommonOptions common;
@@ -840,17 +991,63 @@ int main(int argc, char** argv) {
   cli.add_option("--max-errors", o.max_errors, "stop the run after this many errors (0: never)")
       ->check(app::kNotNegative)
       ->capture_default_str();
+  cli.add_option("--ports", o.ports,
+                 "spread the connections over this many server ports, --port to --port + N - 1 (round robin)")
+      ->check(CLI::Range(1, 65535))
+      ->capture_default_str()
+      ->excludes(unix_path);
+  auto* idle = cli.add_option("--idle", o.idle,
+                              "rr: open this many more connections first and keep them open, without traffic, for the "
+                              "whole run (an EOF or reset on one is an error)")
+                   ->check(CLI::Range(uint64_t{0}, uint64_t{1} << 24))
+                   ->capture_default_str();
+  auto* connect_window = cli.add_option("--connect-window", o.connect_window,
+                                        "rr, bulk: connects in progress at once while opening the connections")
+                             ->check(CLI::Range(1, 1 << 20))
+                             ->capture_default_str();
+  auto* hold = cli.add_option("--hold", o.hold,
+                              "rr, bulk: once every connection is up, print \"N connections open\" and wait this many "
+                              "seconds before measuring")
+                   ->check(CLI::Range(0.0, 3600.0))
+                   ->capture_default_str();
+  auto* warmup = cli.add_flag("--warmup", o.warmup,
+                              "first make one exchange (connect, one request, its echo, close) on a connection of its "
+                              "own, not counted: a new link's first frames may be lost while ARP resolves (cps's "
+                              "clock starts at the first connect)");
+  cli.add_option("--linger", o.linger,
+                 "after the report, keep the stack running this many seconds before exiting, so that the server "
+                 "finishes closing the connections while this process is still there (over net_memif, DPDK 22.11's "
+                 "server can crash when its peer process exits while it transmits)")
+      ->check(CLI::Range(0.0, 60.0))
+      ->capture_default_str();
+  cli.add_option("--cpu-pid", o.cpu_pids,
+                 "also report the CPU time this process (e.g. the server) used while measuring, from /proc/PID/stat "
+                 "(repeatable); loadgen's own is always in the JSON (cpu_s)")
+      ->check(CLI::PositiveNumber);
   if (int status = app::parse_command_line(cli, argc, argv); status >= 0) return status;
   Mode mode = o.mode == "rr"    ? Mode::kRr
               : o.mode == "cps" ? Mode::kCps
               : o.mode == "bulk" ? Mode::kBulk
                                  : Mode::kMixed;
   // An option of another mode would be silently ignored: refuse it instead.
-  for (CLI::Option* opt : mode == Mode::kMixed ? std::vector<CLI::Option*>{connections, size, duration, window} : mixed_only) {
+  std::vector<CLI::Option*> foreign = mode == Mode::kMixed
+                                         ? std::vector<CLI::Option*>{connections, size, duration, window}
+                                         : mixed_only;
+  if (mode != Mode::kRr) foreign.push_back(idle);
+  if (mode == Mode::kMixed) foreign.push_back(warmup);
+  if (mode != Mode::kRr && mode != Mode::kBulk) {
+    foreign.push_back(hold);
+    foreign.push_back(connect_window);
+  }
+  for (CLI::Option* opt : foreign) {
     if (opt->count() > 0) {
       std::fprintf(stderr, "%s: %s does not apply to --mode %s\n", kProgram, opt->get_name().c_str(), o.mode.c_str());
       return 2;
     }
+  }
+  if (uint32_t{o.port} + o.ports - 1 > 65535) {
+    std::fprintf(stderr, "%s: --port %u with --ports %u goes beyond port 65535\n", kProgram, o.port, o.ports);
+    return 2;
   }
   if (mode == Mode::kMixed) {
     if (o.min_size > o.max_size) {
@@ -885,12 +1082,15 @@ int main(int argc, char** argv) {
     std::memcpy(&server.addr, &in, sizeof in);
     server.len = sizeof in;
     server.name = app::format_addr(in);
+    server.ports = o.ports;
+    if (o.ports > 1) server.name += "-" + std::to_string(o.port + o.ports - 1);
   }
-  make_room_for(uint64_t{mode == Mode::kMixed ? o.concurrency : o.connections} + 64);
+  make_room_for((mode == Mode::kMixed ? o.concurrency : o.connections + o.idle) + 64);
   if (!app::start_backend(common, kProgram)) return 1;
   int status = 1;
   {
     Poller poller(server.domain == AF_UNIX);
+    if (o.warmup) warm_up(server, o.size, o.timeout);
     if (poller.open()) {
       Loadgen gen(o, mode, server, poller);
       gen.run();
@@ -899,6 +1099,16 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%s: epoll_create1: %s\n", kProgram, std::strerror(errno));
     }
   }  // the poller's epoll instance closes before the backend stops
+  if (o.linger > 0) {  // an epoll_wait on ustack runs the engine: the closing handshakes finish
+    int ep = ustack::epoll_create1(0);
+    auto end = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.linger));
+    for (auto now = Clock::now(); ep >= 0 && !app::g_stop && now < end; now = Clock::now()) {
+      epoll_event ev{};
+      auto left = std::chrono::ceil<std::chrono::milliseconds>(end - now).count();
+      ustack::epoll_wait(ep, &ev, 1, static_cast<int>(std::min<long long>(left, 100)));
+    }
+    if (ep >= 0) ustack::close(ep);
+  }
   ustack::shutdown();
   return status;
 }

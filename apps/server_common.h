@@ -56,9 +56,12 @@ inline int parse_server_command_line(CLI::App& cli, int argc, char** argv, const
 
 // ---- the serving line ----
 
-/// The one line test scripts wait for (they look for "serving").
-inline void print_serving(const char* program, const ServerOptions& o, int listen_fd) {
-  std::printf("%s: serving %s:%u on the %s stack\n", program, o.bind.c_str(), ntohs(local_addr(listen_fd).sin_port),
+/// The one line test scripts wait for (they look for "serving"). `ports` > 1: the server listens
+/// on that many ports from listen_fd's on (epoll-server --ports).
+inline void print_serving(const char* program, const ServerOptions& o, int listen_fd, uint32_t ports = 1) {
+  unsigned port = ntohs(local_addr(listen_fd).sin_port);
+  std::string last = ports > 1 ? "-" + std::to_string(port + ports - 1) : "";
+  std::printf("%s: serving %s:%u%s on the %s stack\n", program, o.bind.c_str(), port, last.c_str(),
               o.common.stack.c_str());
   std::fflush(stdout);
 }

@@ -1,8 +1,13 @@
 // udp-client: sends datagrams to an echo server (udp-echo) and checks every byte that comes back.
-// The same source on the kernel stack and on ustack (--stack). Two workloads:
+// The same source on the kernel stack and on ustack (--stack). Three workloads:
 //
 //   simple (the default) --count datagrams of --size bytes, one after another on one socket, each
 //          waited for up to --timeout-ms; a datagram not echoed in time is lost (no retransmission).
+//   rate   (--duration S) a packet rate: datagrams of --size bytes on one socket for S seconds, at
+//          most --window of them unanswered at once, paced to --pps a second if given (else as
+//          fast as the window allows); one not echoed within --timeout-ms is lost and frees its
+//          place in the window. Reports datagrams sent and echoed per second and round trips. One
+//          datagram is sent and awaited before the clock starts (ARP).
 //   mixed  (--clients N) the servers' test workload over UDP: N clients in all, --concurrency at
 //          once, each on a socket of its own; a client sends --requests requests one at a time,
 //          each of a size drawn log-uniformly from [--min-size, --max-size] (seeded by --seed),
@@ -119,6 +124,174 @@ int run_simple(const SimpleOptions& o, const sockaddr_in& addr, const std::strin
   ustack::close(fd);
   if (exit_code) return exit_code;
   return (mismatched || lost) ? 1 : 0;
+}
+
+// ---- rate ----
+
+struct RateOptions {
+  double duration = 0;
+  double pps = 0;  // 0: as fast as the window allows
+  uint32_t window = 128;
+};
+
+/// A datagram of the rate workload sent and not yet echoed or lost.
+struct Outstanding {
+  uint64_t seq;
+  Clock::time_point sent;
+  bool answered;
+};
+
+int run_rate(const RateOptions& o, const SimpleOptions& so, const sockaddr_in& addr, const std::string& stack,
+             bool json) {
+  int fd = ustack::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+  if (fd < 0 || ustack::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+    std::fprintf(stderr, "%s: cannot reach %s: %s\n", kProgram, app::format_addr(addr).c_str(), std::strerror(errno));
+    return 2;
+  }
+  int ep = ustack::epoll_create1(0);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = fd;
+  if (ep < 0 || ustack::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    std::fprintf(stderr, "%s: epoll: %s\n", kProgram, std::strerror(errno));
+    return 2;
+  }
+  std::vector<char> out(so.size), expect(so.size), in(65536);
+  // A first datagram, awaited (sent again every 100 ms, 10 times at most) before the clock starts:
+  // the first frames to a neighbour wait for ARP (on ustack at most 16 of them; more are dropped),
+  // which would otherwise cost the run a --timeout-ms of an empty window.
+  constexpr uint64_t kWarmUp = ~uint64_t{0};
+  fill(out, kWarmUp);
+  for (int attempt = 0; attempt < 10 && !app::g_stop; ++attempt) {
+    ustack::send(fd, out.data(), out.size(), 0);
+    epoll_event events[1];
+    if (ustack::epoll_wait(ep, events, 1, 100) <= 0) continue;
+    ssize_t got = ustack::recv(fd, in.data(), in.size(), 0);
+    if (got >= 8 && std::memcmp(in.data(), out.data(), 8) == 0) break;
+  }
+  std::deque<Outstanding> window;  // in sequence order; answered ones leave from the front
+  uint64_t next_seq = 0, unanswered = 0, sent = 0, echoed = 0, lost = 0, mismatched = 0, late = 0, send_full = 0;
+  int error = 0;
+  std::vector<float> rtt_us;
+  const auto timeout = std::chrono::milliseconds(so.timeout_ms);
+  const auto start = Clock::now();
+  const auto end = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.duration));
+  const auto gap = o.pps > 0 ? std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(1 / o.pps))
+                             : Clock::duration::zero();
+  auto next_send = start;
+  auto now = start;
+  while (!app::g_stop && now < end && error == 0) {
+    // Send while the window and the pace allow (a burst of at most 32, then read).
+    for (int burst = 0; burst < 32 && unanswered < o.window && now >= next_send; ++burst) {
+      fill(out, next_seq);
+      if (ustack::send(fd, out.data(), out.size(), 0) < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+          ++send_full;  // the socket or the device is full: try again after reading
+          break;
+        }
+        if (errno == EINTR || errno == ECONNREFUSED) continue;  // ECONNREFUSED: an ICMP error, reported by recv too
+        std::fprintf(stderr, "%s: send: %s\n", kProgram, std::strerror(errno));
+        error = 2;
+        break;
+      }
+      window.push_back(Outstanding{next_seq++, Clock::now(), false});
+      ++unanswered;
+      ++sent;
+      if (gap != Clock::duration::zero()) next_send += gap;
+    }
+    // Wait for echoes: not at all while more may be sent now, else until the next send is due,
+    // the oldest datagram times out or the run ends (at most 100 ms, to notice signals).
+    int wait_ms = 0;
+    if (unanswered >= o.window || now < next_send) {
+      auto until = std::min(end, now + std::chrono::milliseconds(100));
+      if (unanswered < o.window) until = std::min(until, next_send);
+      if (!window.empty()) until = std::min(until, window.front().sent + timeout);
+      auto left = std::max(until - now, Clock::duration::zero());
+      wait_ms = static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
+    }
+    epoll_event events[1];
+    int n = ustack::epoll_wait(ep, events, 1, wait_ms);
+    if (n < 0 && errno != EINTR) {
+      std::fprintf(stderr, "%s: epoll_wait: %s\n", kProgram, std::strerror(errno));
+      error = 2;
+    }
+    for (int i = 0; n > 0 && i < 64; ++i) {
+      ssize_t got = ustack::recv(fd, in.data(), in.size(), 0);
+      if (got < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        if (errno == EINTR) continue;
+        std::fprintf(stderr, "%s: recv: %s%s\n", kProgram, std::strerror(errno),
+                     errno == ECONNREFUSED ? " (ICMP port unreachable: nothing listens there)" : "");
+        error = 2;
+        break;
+      }
+      uint64_t seq = 0;
+      std::memcpy(&seq, in.data(), std::min<size_t>(static_cast<size_t>(got), sizeof seq));
+      auto arrived = Clock::now();
+      if (window.empty() || seq < window.front().seq || seq >= window.front().seq + window.size() ||
+          window[seq - window.front().seq].answered) {
+        ++late;  // counted lost already, or a duplicate
+        continue;
+      }
+      Outstanding& d = window[seq - window.front().seq];
+      fill(expect, seq);
+      if (static_cast<size_t>(got) != expect.size() || std::memcmp(in.data(), expect.data(), expect.size()) != 0) {
+        ++mismatched;
+        continue;
+      }
+      d.answered = true;
+      --unanswered;
+      ++echoed;
+      rtt_us.push_back(std::chrono::duration<float, std::micro>(arrived - d.sent).count());
+    }
+    now = Clock::now();
+    while (!window.empty() && (window.front().answered || now - window.front().sent >= timeout)) {
+      if (!window.front().answered) {
+        ++lost;
+        --unanswered;
+      }
+      window.pop_front();
+    }
+  }
+  double seconds = std::chrono::duration<double>(std::min(now, end) - start).count();
+  std::sort(rtt_us.begin(), rtt_us.end());
+  auto quantile = [&](double q) -> double {
+    if (rtt_us.empty()) return 0;
+    size_t rank = std::max<size_t>(1, static_cast<size_t>(std::ceil(q * static_cast<double>(rtt_us.size()))));
+    return rtt_us[rank - 1];
+  };
+  double sent_ps = seconds > 0 ? static_cast<double>(sent) / seconds : 0;
+  double echoed_ps = seconds > 0 ? static_cast<double>(echoed) / seconds : 0;
+  auto u = [](uint64_t v) { return static_cast<unsigned long long>(v); };
+  // Still unanswered at the end: neither echoed nor lost (cut off by the end of the run).
+  std::string pace =
+      o.pps > 0 ? std::to_string(static_cast<uint64_t>(o.pps)) + " a second" : "as fast as the window allows";
+  std::printf("%s: rate, %zu-byte datagrams, window %u, %s, %s on the %s stack%s\n", kProgram, so.size, o.window,
+              pace.c_str(), app::format_addr(addr).c_str(), stack.c_str(), app::g_stop ? " (interrupted)" : "");
+  std::printf("%s: in %.3f s sent %llu (%.0f/s), echoed intact %llu (%.0f/s), lost %llu, mismatched %llu, late %llu, "
+              "unanswered at the end %llu\n",
+              kProgram, seconds, u(sent), sent_ps, u(echoed), echoed_ps, u(lost), u(mismatched), u(late),
+              u(unanswered));
+  std::printf("%s: round trip us: p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f\n", kProgram, quantile(0.5),
+              quantile(0.9), quantile(0.99), quantile(0.999), quantile(1.0));
+  if (json) {
+    std::printf(
+        "{\"mode\": \"rate\", \"stack\": \"%s\", \"server\": \"%s\", \"size\": %zu, \"window\": %u, "
+        "\"pps_target\": %.0f, \"seconds\": %.6f, \"sent\": %llu, \"echoed\": %llu, \"lost\": %llu, "
+        "\"mismatched\": %llu, \"late\": %llu, "
+        "\"unanswered_at_end\": %llu, \"send_full\": %llu, \"sent_per_s\": %.3f, \"echoed_per_s\": %.3f, "
+        "\"p50_us\": %.3f, \"p90_us\": %.3f, \"p99_us\": %.3f, \"p999_us\": %.3f, \"max_us\": %.3f, "
+        "\"errors\": %llu, \"interrupted\": %s}\n",
+        stack.c_str(), app::format_addr(addr).c_str(), so.size, o.window, o.pps, seconds, u(sent), u(echoed), u(lost),
+        u(mismatched), u(late), u(unanswered), u(send_full), sent_ps, echoed_ps, quantile(0.5), quantile(0.9),
+        quantile(0.99), quantile(0.999), quantile(1.0), u(mismatched + (error ? 1 : 0)),
+        app::g_stop ? "true" : "false");
+  }
+  std::fflush(stdout);
+  ustack::close(ep);
+  ustack::close(fd);
+  if (error) return error;
+  return mismatched || echoed == 0 ? 1 : 0;
 }
 
 // ---- mixed ----
@@ -441,27 +614,44 @@ int main(int argc, char** argv) {
   CLI::App cli{
       "UDP echo client: sends datagrams, waits for each echo and verifies it byte for byte.\n"
       "  simple (default)  --count datagrams of --size bytes on one socket, one at a time; no retransmission\n"
+      "  rate (--duration) datagrams of --size bytes on one socket for --duration seconds, at most --window\n"
+      "                    unanswered, paced to --pps if given; one not echoed in --timeout-ms is lost\n"
       "  mixed (--clients) --clients clients in all, --concurrency at once, each on its own socket sending\n"
       "                    --requests requests one at a time, of sizes drawn log-uniformly from --min-size to\n"
       "                    --max-size (--seed); a request unanswered for --retry-ms is sent again, up to\n"
       "                    --retries times\n"
-      "Exit status 0 if every datagram came back intact (mixed: and every client finished), 1 otherwise (mixed: "
-      "also when nothing listens there), 2 on bad usage (simple: also when the server cannot be reached)."};
+      "Exit status 0 if every datagram came back intact (mixed: and every client finished; rate: none corrupted and "
+      "some echoed, losses allowed), 1 otherwise (mixed: also when nothing listens there), 2 on bad usage (simple "
+      "and rate: also when the server cannot be reached)."};
   app::CommonOptions common;
   std::string host = "198.18.0.2";
   uint16_t port = 7777;
   SimpleOptions simple;
+  RateOptions rate;
   MixedOptions mixed;
   app::add_common_options(cli, common);
   cli.add_option("--host", host, "server address")->capture_default_str();
   cli.add_option("--port", port, "server UDP port")->capture_default_str();
-  std::vector<CLI::Option*> simple_only = {
-      cli.add_option("--count", simple.count, "simple: datagrams to send")->check(app::kNotNegative)->capture_default_str(),
-      cli.add_option("--size", simple.size, "simple: bytes per datagram (8 to 65507)")
+  auto* count = cli.add_option("--count", simple.count, "simple: datagrams to send")
+                    ->check(app::kNotNegative)
+                    ->capture_default_str();
+  // simple and rate
+  std::vector<CLI::Option*> not_mixed = {
+      cli.add_option("--size", simple.size, "simple, rate: bytes per datagram (8 to 65507)")
           ->check(CLI::Range(size_t{8}, kMaxDatagram))
           ->capture_default_str(),
-      cli.add_option("--timeout-ms", simple.timeout_ms, "simple: wait this long for each echo")
+      cli.add_option("--timeout-ms", simple.timeout_ms, "simple, rate: wait this long for each echo")
           ->check(CLI::Range(1, 3600000))
+          ->capture_default_str(),
+  };
+  auto* duration = cli.add_option("--duration", rate.duration, "rate (selects it): seconds to send for")
+                       ->check(CLI::Range(0.001, 1e6));
+  std::vector<CLI::Option*> rate_only = {
+      cli.add_option("--pps", rate.pps, "rate: datagrams a second to send (0: as fast as the window allows)")
+          ->check(CLI::Range(0.0, 1e9))
+          ->capture_default_str(),
+      cli.add_option("--window", rate.window, "rate: datagrams sent and not yet echoed (or lost), at most")
+          ->check(CLI::Range(1, 1 << 20))
           ->capture_default_str(),
   };
   auto* clients = cli.add_option("--clients", mixed.clients, "mixed (selects it): clients in all, one after another")
@@ -489,14 +679,27 @@ int main(int argc, char** argv) {
       cli.add_option("--retry-ms", mixed.retry_ms, "mixed: wait this long for an echo before sending again")
           ->check(CLI::Range(1, 3600000))
           ->capture_default_str(),
-      cli.add_flag("--json", mixed.json, "mixed: also print one JSON object with the results as the last line of stdout"),
   };
+  auto* json = cli.add_flag("--json", mixed.json,
+                            "mixed, rate: also print one JSON object with the results as the last line of stdout");
   if (int status = app::parse_command_line(cli, argc, argv); status >= 0) return status;
-  bool is_mixed = clients->count() > 0;
-  for (CLI::Option* opt : is_mixed ? simple_only : mixed_only) {
-    if (opt->count() > 0) {
-      std::fprintf(stderr, "%s: %s %s\n", kProgram, opt->get_name().c_str(),
-                   is_mixed ? "belongs to the simple workload, not to --clients" : "needs --clients (the mixed workload)");
+  bool is_mixed = clients->count() > 0, is_rate = duration->count() > 0;
+  if (is_mixed && is_rate) {
+    std::fprintf(stderr, "%s: --clients (mixed) and --duration (rate) are two workloads: pick one\n", kProgram);
+    return 2;
+  }
+  const char* workload = is_mixed  ? "--clients (the mixed workload)"
+                         : is_rate ? "--duration (the rate workload)"
+                                   : "the simple workload";
+  std::vector<std::pair<CLI::Option*, bool>> belongs;  // (option, whether it applies to this workload)
+  belongs.emplace_back(count, !is_mixed && !is_rate);
+  for (auto* opt : not_mixed) belongs.emplace_back(opt, !is_mixed);
+  for (auto* opt : rate_only) belongs.emplace_back(opt, is_rate);
+  for (auto* opt : mixed_only) belongs.emplace_back(opt, is_mixed);
+  belongs.emplace_back(json, is_mixed || is_rate);
+  for (auto [opt, applies] : belongs) {
+    if (opt->count() > 0 && !applies) {
+      std::fprintf(stderr, "%s: %s does not apply to %s\n", kProgram, opt->get_name().c_str(), workload);
       return 2;
     }
   }
@@ -514,7 +717,9 @@ int main(int argc, char** argv) {
   }
   if (!app::start_backend(common, kProgram)) return 2;
   int status;
-  if (!is_mixed) {
+  if (is_rate) {
+    status = run_rate(rate, simple, addr, common.stack, mixed.json);
+  } else if (!is_mixed) {
     status = run_simple(simple, addr, common.stack);
   } else {
     int ep = ustack::epoll_create1(0);

@@ -11,8 +11,8 @@ USTACK_PACKAGES=(
   build-essential pkg-config meson ninja-build
   dpdk dpdk-dev libdpdk-dev
   libabsl-dev libtomlplusplus-dev libcli11-dev
-  googletest libgtest-dev
-  python3-scapy iproute2 iputils-ping netcat-openbsd socat nftables tcpdump ethtool curl
+  googletest libgtest-dev libbenchmark-dev
+  python3-scapy python3-matplotlib iproute2 iputils-ping netcat-openbsd socat nftables tcpdump ethtool curl
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
