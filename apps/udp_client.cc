@@ -59,17 +59,28 @@ struct SimpleOptions {
   int timeout_ms = 1000;
 };
 
-int run_simple(const SimpleOptions& o, const sockaddr_in& addr, const std::string& stack) {
-  int fd = ustack::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
-  if (fd < 0 || ustack::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+/// A non-blocking UDP socket connected to `addr` (`*fd`) in an epoll instance of its own waiting for
+/// EPOLLIN (`*ep`); false, having said why, when either cannot be had.
+bool open_connected(const sockaddr_in& addr, int* fd, int* ep) {
+  *fd = ustack::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+  if (*fd < 0 || ustack::connect(*fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
     std::fprintf(stderr, "%s: cannot reach %s: %s\n", kProgram, app::format_addr(addr).c_str(), std::strerror(errno));
-    return 2;
+    return false;
   }
-  int ep = ustack::epoll_create1(0);
+  *ep = ustack::epoll_create1(0);
   epoll_event ev{};
   ev.events = EPOLLIN;
-  ev.data.fd = fd;
-  ustack::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+  ev.data.fd = *fd;
+  if (*ep < 0 || ustack::epoll_ctl(*ep, EPOLL_CTL_ADD, *fd, &ev) != 0) {
+    std::fprintf(stderr, "%s: epoll: %s\n", kProgram, std::strerror(errno));
+    return false;
+  }
+  return true;
+}
+
+int run_simple(const SimpleOptions& o, const sockaddr_in& addr, const std::string& stack) {
+  int fd = -1, ep = -1;
+  if (!open_connected(addr, &fd, &ep)) return 2;
 
   std::vector<char> out(o.size), in(65536);
   uint64_t sent = 0, received = 0, mismatched = 0, lost = 0;
@@ -143,19 +154,8 @@ struct Outstanding {
 
 int run_rate(const RateOptions& o, const SimpleOptions& so, const sockaddr_in& addr, const std::string& stack,
              bool json) {
-  int fd = ustack::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
-  if (fd < 0 || ustack::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
-    std::fprintf(stderr, "%s: cannot reach %s: %s\n", kProgram, app::format_addr(addr).c_str(), std::strerror(errno));
-    return 2;
-  }
-  int ep = ustack::epoll_create1(0);
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = fd;
-  if (ep < 0 || ustack::epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
-    std::fprintf(stderr, "%s: epoll: %s\n", kProgram, std::strerror(errno));
-    return 2;
-  }
+  int fd = -1, ep = -1;
+  if (!open_connected(addr, &fd, &ep)) return 2;
   std::vector<char> out(so.size), expect(so.size), in(65536);
   // A first datagram, awaited (sent again every 100 ms, 10 times at most) before the clock starts:
   // the first frames to a neighbour wait for ARP (on ustack at most 16 of them; more are dropped),
