@@ -353,6 +353,41 @@ void report(benchmark::State& state, Meter& timed, Meter& peer, const Flow& f, c
 
 // ---- The benchmarks ----
 
+enum class TimedSide { kReceiver, kSender };
+
+/// The loop both data-segment benchmarks share: per iteration A sends a batch and B takes it in;
+/// `timed` says whose turn is the measured one (the other's is reported as peer ns).
+void run_data_segments(benchmark::State& state, size_t requested_size, TimedSide timed_side) {
+  Flow f;
+  if (const char* err = start_flow(f, requested_size)) {
+    state.SkipWithError(err);
+    return;
+  }
+  Meter timed(true), peer(false);
+  Meter& sender = timed_side == TimedSide::kSender ? timed : peer;
+  Meter& receiver = timed_side == TimedSide::kReceiver ? timed : peer;
+  const Snapshot before(f.pair);
+  for (auto _ : state) {
+    sender.start();
+    const bool sent = sender_turn(f.pair, f.size);
+    const double sender_s = sender.stop(kBatch);
+    if (!sent || f.pair.b_port().rx_pending() != kBatch) {
+      state.SkipWithError("A did not send a whole batch (window or buffer closed)");
+      break;
+    }
+    receiver.start();
+    const size_t got = receiver_turn(f.pair, f.buf);
+    const double receiver_s = receiver.stop(kBatch);
+    state.SetIterationTime(timed_side == TimedSide::kSender ? sender_s : receiver_s);
+    if (got != kBatch * f.size) {
+      state.SkipWithError("B did not read the whole batch");
+      break;
+    }
+    f.pair.advance(kSegmentTime * kBatch);
+  }
+  report(state, timed, peer, f, before, Snapshot(f.pair));
+}
+
 /// B receives in-order data segments of `size` bytes (0: the MSS, 1448 with timestamps) on an
 /// established connection. Per iteration (one batch of 32 segments):
 ///   untimed: A's turn (sender_turn): A processes B's ACKs from the previous batch, its
@@ -367,31 +402,7 @@ void report(benchmark::State& state, Meter& timed, Meter& peer, const Flow& f, c
 ///     handed to the wire (queued at A's port); reap); then B's application reads everything
 ///     (copy out, buffers freed) and any window update it triggered is flushed to the wire.
 void BM_ReceiveDataSegment(benchmark::State& state, size_t requested_size) {
-  Flow f;
-  if (const char* err = start_flow(f, requested_size)) {
-    state.SkipWithError(err);
-    return;
-  }
-  Meter timed(true), peer(false);
-  const Snapshot before(f.pair);
-  for (auto _ : state) {
-    peer.start();
-    const bool sent = sender_turn(f.pair, f.size);
-    peer.stop(kBatch);
-    if (!sent || f.pair.b_port().rx_pending() != kBatch) {
-      state.SkipWithError("A did not send a whole batch (window or buffer closed)");
-      break;
-    }
-    timed.start();
-    const size_t got = receiver_turn(f.pair, f.buf);
-    state.SetIterationTime(timed.stop(kBatch));
-    if (got != kBatch * f.size) {
-      state.SkipWithError("B did not read the whole batch");
-      break;
-    }
-    f.pair.advance(kSegmentTime * kBatch);
-  }
-  report(state, timed, peer, f, before, Snapshot(f.pair));
+  run_data_segments(state, requested_size, TimedSide::kReceiver);
 }
 
 /// A sends data segments of `size` bytes (0: the MSS). Per iteration (one batch of 32 segments):
@@ -407,31 +418,7 @@ void BM_ReceiveDataSegment(benchmark::State& state, size_t requested_size) {
 ///   untimed: B's turn (receiver_turn), which produces the ACKs that A takes in at the start of
 ///     the next timed turn. Its cost is reported as peer_ns_per_segment.
 void BM_SendDataSegment(benchmark::State& state, size_t requested_size) {
-  Flow f;
-  if (const char* err = start_flow(f, requested_size)) {
-    state.SkipWithError(err);
-    return;
-  }
-  Meter timed(true), peer(false);
-  const Snapshot before(f.pair);
-  for (auto _ : state) {
-    timed.start();
-    const bool sent = sender_turn(f.pair, f.size);
-    state.SetIterationTime(timed.stop(kBatch));
-    if (!sent || f.pair.b_port().rx_pending() != kBatch) {
-      state.SkipWithError("A did not send a whole batch (window or buffer closed)");
-      break;
-    }
-    peer.start();
-    const size_t got = receiver_turn(f.pair, f.buf);
-    peer.stop(kBatch);
-    if (got != kBatch * f.size) {
-      state.SkipWithError("B did not read the whole batch");
-      break;
-    }
-    f.pair.advance(kSegmentTime * kBatch);
-  }
-  report(state, timed, peer, f, before, Snapshot(f.pair));
+  run_data_segments(state, requested_size, TimedSide::kSender);
 }
 
 /// One 64-byte request from A and its 64-byte echo from B, both stacks' costs, all timed (the
