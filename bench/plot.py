@@ -122,15 +122,21 @@ def plot_rr_latency(doc, out_dir):
     save(fig, out_dir, "rr_latency.png", doc)
 
 
-def plot_cps(doc, out_dir):
+def plot_rate_bars(doc, out_dir, workload, key, ylabel, title, filename):
+    """One bar per setup: a rate of one workload."""
     res, setups = doc["results"], doc["setups_run"]
-    vals = [value(res, s, "cps", "requests_per_s") for s in setups]
+    vals = [value(res, s, workload, key) for s in setups]
     if all(v is None for v in vals):
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    bars(ax, setups, vals, ",.0f", "connections/s (connect, 64-byte echo, close; 8 in flight)")
-    ax.set_title("Short connections")
-    save(fig, out_dir, "cps.png", doc)
+    bars(ax, setups, vals, ",.0f", ylabel)
+    ax.set_title(title)
+    save(fig, out_dir, filename, doc)
+
+
+def plot_cps(doc, out_dir):
+    plot_rate_bars(doc, out_dir, "cps", "requests_per_s", "connections/s (connect, 64-byte echo, close; 8 in flight)",
+                   "Short connections", "cps.png")
 
 
 def plot_bulk(doc, out_dir):
@@ -193,14 +199,8 @@ def plot_idle(doc, out_dir):
 
 
 def plot_udp(doc, out_dir):
-    res, setups = doc["results"], doc["setups_run"]
-    vals = [value(res, s, "udp", "echoed_per_s") for s in setups]
-    if all(v is None for v in vals):
-        return
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    bars(ax, setups, vals, ",.0f", "64-byte datagrams echoed per second")
-    ax.set_title("UDP packet rate (at most 128 unanswered)")
-    save(fig, out_dir, "udp.png", doc)
+    plot_rate_bars(doc, out_dir, "udp", "echoed_per_s", "64-byte datagrams echoed per second",
+                   "UDP packet rate (at most 128 unanswered)", "udp.png")
 
 
 def main():
