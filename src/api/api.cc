@@ -121,7 +121,7 @@ int init(const InitOptions& options) {
     s.last_error = opened.error();
     return fail(ENODEV);
   }
-  auto engine = std::make_unique<api::Engine>(*config, std::move(opened->device), std::move(opened->keepalive));
+  auto engine = std::make_unique<api::Engine>(*config, std::move(opened->queues[0]), std::move(opened->keepalive));
   s.user = std::make_unique<api::UserBackend>(std::move(engine));
   s.user->start();
   s.backend = Backend::kUstack;

@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "api/config.h"
 #include "base/result.h"
@@ -15,11 +16,13 @@
 namespace ustack::api {
 
 struct OpenedDevice {
-  std::shared_ptr<void> keepalive;  // e.g. the EAL, which must outlive the device: declared first
-  std::unique_ptr<dev::Device> device;
+  std::shared_ptr<void> keepalive;  // e.g. the EAL, which must outlive the queues: declared first
+  /// One Device per RX/TX queue pair, config.cores of them: queue k is engine k's. queues[0] owns
+  /// the port; the others borrow it, so they go first (destroy from the back).
+  std::vector<std::unique_ptr<dev::Device>> queues;
 };
 
-/// Starts EAL and opens the first DPDK port. Before EAL, refuses a net_tap/net_tun whose
+/// Starts EAL and opens the first DPDK port with config.cores queue pairs. Before EAL, refuses a net_tap/net_tun whose
 /// iface=NAME already exists in this network namespace (net_tap would join it as another queue,
 /// sharing it with whoever made it). Sizes the port's buffers for the MTU (USTACK_MTU, else the
 /// device's) and refuses an MTU the device does not take, naming USTACK_MTU and its range.

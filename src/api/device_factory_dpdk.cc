@@ -157,7 +157,9 @@ Result<OpenedDevice, std::string> open_device(const EngineConfig& config, const 
     if (about_mtu) error += " (that is the device's own MTU; USTACK_MTU sets a smaller one)";
     return unexpected(std::move(error));
   }
-  return OpenedDevice{std::move(guard), std::move(*port)};
+  OpenedDevice opened{std::move(guard), {}};
+  opened.queues.push_back(std::move(*port));
+  return opened;
 }
 
 void register_stats_telemetry(std::function<void(const CounterVisitor&)> visit_all) {
