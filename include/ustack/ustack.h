@@ -56,4 +56,17 @@ void print_stats(std::FILE* out);
 /// How many ustack descriptors are open (sockets and epoll instances): lets tests check leaks.
 int open_descriptors();
 
+/// Engines on several cores (USTACK_CORES=N; README, "Engines on several cores"). Each engine
+/// polls its own queue on its own thread and owns the sockets made on it. A thread's new sockets
+/// and epoll instances go to its engine: given round robin at the thread's first call, or chosen.
+/// Any thread may call on any descriptor; an epoll instance or a poll() call takes the sockets
+/// of one engine only (EXDEV otherwise).
+/// How many engines run (0 before init() or on the kernel backend).
+int engines();
+/// Makes engine `index` this thread's: 0, or -1 with errno EINVAL (no such engine) or ENODEV
+/// (the ustack backend is not running).
+int set_thread_engine(int index);
+/// This thread's engine (given now if it had none), or -1 when the ustack backend is not running.
+int thread_engine();
+
 }  // namespace ustack

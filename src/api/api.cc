@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <tuple>
 #include <cerrno>
 #include <ctime>
 #include <vector>
@@ -14,6 +16,7 @@
 #include <string>
 
 #include "api/device_factory.h"
+#include "api/engine_set.h"
 #include "api/user_backend.h"
 #include "ustack/epoll.h"
 #include "ustack/poll.h"
@@ -25,7 +28,9 @@ namespace {
 
 struct Global {
   Backend backend = Backend::kKernel;
-  std::unique_ptr<api::UserBackend> user;
+  /// One per engine; engine k serves the descriptors kUserFdBase + k, + k + N, ...
+  std::vector<std::unique_ptr<api::UserBackend>> users;
+  std::atomic<uint32_t> next_home{0};
   std::string last_error;
   bool print_stats_at_exit = false;
   bool initialised = false;
@@ -42,34 +47,83 @@ int fail(int err) {
 }
 
 // Every counter, then the gauges: open descriptors, TCP connections and how many of them are in
-// TIME-WAIT (what leak checks read).
+// TIME-WAIT (what leak checks read). Summed over the engines. A counter is read while its engine
+// runs: each is a relaxed atomic or a word only its engine writes (a torn read cannot happen).
 void for_each_stat(const api::CounterVisitor& visit) {
-  api::UserBackend* u = g().user.get();
-  if (!u) return;
-  u->engine().stack().stats().for_each(visit);
-  visit("api", "open_descriptors", static_cast<uint64_t>(u->open_descriptors()));
-  visit("tcp", "connections", u->engine().tcp_connections());
-  visit("tcp", "time_wait", u->engine().tcp_time_wait());
+  auto& users = g().users;
+  if (users.empty()) return;
+  if (users.size() == 1) {
+    api::UserBackend* u = users[0].get();
+    u->engine().stack().stats().for_each(visit);
+  } else {
+    std::vector<std::tuple<std::string_view, std::string_view, uint64_t>> sums;
+    for (auto& u : users) {
+      size_t i = 0;
+      u->engine().stack().stats().for_each([&](std::string_view layer, std::string_view name, uint64_t v) {
+        if (i == sums.size()) sums.emplace_back(layer, name, 0);  // every engine lists the same counters
+        std::get<2>(sums[i++]) += v;
+      });
+    }
+    for (const auto& [layer, name, v] : sums) visit(layer, name, v);
+  }
+  uint64_t open = 0, connections = 0, time_wait = 0;
+  for (auto& u : users) {
+    open += static_cast<uint64_t>(u->open_descriptors());
+    connections += u->engine().tcp_connections();
+    time_wait += u->engine().tcp_time_wait();
+  }
+  visit("api", "open_descriptors", open);
+  visit("tcp", "connections", connections);
+  visit("tcp", "time_wait", time_wait);
 }
 
 // The backend for a descriptor, or null (errno EBADF) for an ustack descriptor with no backend.
 api::UserBackend* user_for(int fd) {
   if (!is_user_fd(fd)) return nullptr;
-  if (!g().user) errno = EBADF;
-  return g().user.get();
+  auto& users = g().users;
+  if (users.empty()) {
+    errno = EBADF;
+    return nullptr;
+  }
+  return users[static_cast<uint32_t>(fd - kUserFdBase) % users.size()].get();
+}
+
+// The engine of the calling thread: where its new sockets and epoll instances live. Threads are
+// given engines round robin at their first call, unless they chose one (set_thread_engine).
+thread_local int t_home_engine = -1;
+api::UserBackend* home_user() {
+  auto& users = g().users;
+  if (users.empty()) return nullptr;
+  if (t_home_engine < 0 || static_cast<size_t>(t_home_engine) >= users.size()) {
+    t_home_engine = static_cast<int>(g().next_home.fetch_add(1, std::memory_order_relaxed) % users.size());
+  }
+  return users[static_cast<size_t>(t_home_engine)].get();
+}
+
+void start_users(std::vector<std::unique_ptr<api::Engine>> engines) {
+  const auto count = static_cast<uint32_t>(engines.size());
+  for (uint32_t k = 0; k < count; ++k) {
+    g().users.push_back(std::make_unique<api::UserBackend>(std::move(engines[k]), k, count));
+  }
+  for (auto& u : g().users) u->start();
 }
 
 }  // namespace
 
 namespace api {
-/// For tests: run the ustack backend on a device of their choosing (an in-memory port).
+/// For tests: run the ustack backend on devices of their choosing (in-memory ports).
+void init_user_backends_for_test(std::vector<std::unique_ptr<Engine>> engines);
 void init_user_backend_for_test(std::unique_ptr<Engine> engine) {
-  g().user = std::make_unique<UserBackend>(std::move(engine));
-  g().user->start();
+  std::vector<std::unique_ptr<Engine>> engines;
+  engines.push_back(std::move(engine));
+  init_user_backends_for_test(std::move(engines));
+}
+void init_user_backends_for_test(std::vector<std::unique_ptr<Engine>> engines) {
+  start_users(std::move(engines));
   g().backend = Backend::kUstack;
   g().initialised = true;
 }
-UserBackend* user_backend() { return g().user.get(); }
+UserBackend* user_backend() { return g().users.empty() ? nullptr : g().users[0].get(); }
 }  // namespace api
 
 bool parse_backend(std::string_view text, Backend* out) {
@@ -115,15 +169,14 @@ int init(const InitOptions& options) {
     s.last_error = config.error();
     return fail(EINVAL);
   }
-  if (options.threaded) config->threaded = true;
+  // Several engines each poll on a thread of their own (README, "Engines on several cores").
+  if (options.threaded || config->cores > 1) config->threaded = true;
   auto opened = api::open_device(*config, options.program_name);
   if (!opened) {
     s.last_error = opened.error();
     return fail(ENODEV);
   }
-  auto engine = std::make_unique<api::Engine>(*config, std::move(opened->queues[0]), std::move(opened->keepalive));
-  s.user = std::make_unique<api::UserBackend>(std::move(engine));
-  s.user->start();
+  start_users(api::make_engines(*config, std::move(opened->queues), std::move(opened->keepalive)));
   s.backend = Backend::kUstack;
   s.initialised = true;
   api::register_stats_telemetry(for_each_stat);
@@ -133,17 +186,32 @@ int init(const InitOptions& options) {
 
 void shutdown() {
   Global& s = g();
-  if (!s.user) return;
+  if (s.users.empty()) return;
   if (s.print_stats_at_exit) print_stats(stderr);
   api::register_stats_telemetry(nullptr);  // the telemetry thread must stop reading first
-  if (s.user->stop() > 0) {
-    // Threads are still inside calls (blocked, say, in recv at exit): freeing the backend under
-    // them would crash them. The engine has stopped; the process exit reclaims the rest.
-    (void)s.user.release();
+  // Every engine stops before any goes: a running engine forwards frames to the others.
+  int busy = 0;
+  for (auto& u : s.users) busy += u->stop();
+  if (busy > 0) {
+    // Threads are still inside calls (blocked, say, in recv at exit): freeing the backends under
+    // them would crash them. The engines have stopped; the process exit reclaims the rest.
+    for (auto& u : s.users) (void)u.release();
+    s.users.clear();
     return;
   }
-  s.user.reset();
+  s.users.clear();
 }
+
+int engines() { return static_cast<int>(g().users.size()); }
+
+int set_thread_engine(int index) {
+  if (g().users.empty()) return fail(ENODEV);
+  if (index < 0 || static_cast<size_t>(index) >= g().users.size()) return fail(EINVAL);
+  t_home_engine = index;
+  return 0;
+}
+
+int thread_engine() { return home_user() ? t_home_engine : -1; }
 
 std::string stats_text() {
   std::string out;
@@ -168,16 +236,21 @@ void print_stats(std::FILE* out) {
   std::fprintf(out, "ustack counters:\n%s", text.c_str());
 }
 
-int open_descriptors() { return g().user ? g().user->open_descriptors() : 0; }
+int open_descriptors() {
+  int n = 0;
+  for (auto& u : g().users) n += u->open_descriptors();
+  return n;
+}
 
 // ---- sockets ----
 
 int socket(int domain, int type, int protocol) {
-  if (g().backend == Backend::kUstack && g().user) {
+  if (g().backend == Backend::kUstack && !g().users.empty()) {
     if (domain == AF_INET) {
-      api::UserBackend::Call call(*g().user);
+      api::UserBackend* u = home_user();
+      api::UserBackend::Call call(*u);
       if (!call.ok()) return -1;
-      int fd = g().user->socket(domain, type, protocol);
+      int fd = u->socket(domain, type, protocol);
       if (fd < 0 && errno == EPROTONOSUPPORT && (type & 0xff) == SOCK_STREAM) {
         g().last_error = "TCP (SOCK_STREAM) is not served by the ustack backend in this release";
       }
@@ -248,15 +321,20 @@ int fcntl(int fd, int cmd, ...) {
 // ---- epoll ----
 
 int epoll_create1(int flags) {
-  if (g().backend == Backend::kUstack && g().user) {
-    api::UserBackend::Call call(*g().user);
-    return call.ok() ? g().user->epoll_create1(flags) : -1;
+  if (g().backend == Backend::kUstack && !g().users.empty()) {
+    api::UserBackend* u = home_user();
+    api::UserBackend::Call call(*u);
+    return call.ok() ? u->epoll_create1(flags) : -1;
   }
   return ::epoll_create1(flags);
 }
 
 int epoll_ctl(int epfd, int op, int fd, epoll_event* ev) {
   if (!is_user_fd(epfd) && is_user_fd(fd)) return fail(EPERM);  // a kernel epoll cannot watch ours
+  if (is_user_fd(epfd) && is_user_fd(fd) && user_for(epfd) != user_for(fd)) {
+    g().last_error = "epoll_ctl: the socket and the epoll instance are on different engines";
+    return fail(EXDEV);
+  }
   USTACK_DISPATCH(epfd, epoll_ctl(epfd, op, fd, ev), ::epoll_ctl(epfd, op, fd, ev));
 }
 
@@ -281,11 +359,20 @@ ssize_t sendfile(int out_fd, int in_fd, off_t* offset, size_t count) {
 // ---- poll, select ----
 
 int poll(pollfd* fds, nfds_t nfds, int timeout_ms) {
-  if (g().user) {
+  if (!g().users.empty()) {
+    api::UserBackend* u = nullptr;
     for (nfds_t i = 0; i < nfds; ++i) {
       if (!is_user_fd(fds[i].fd)) continue;
-      api::UserBackend::Call call(*g().user);
-      return call.ok() ? g().user->poll(fds, nfds, timeout_ms) : -1;
+      api::UserBackend* owner = user_for(fds[i].fd);
+      if (u && owner != u) {
+        g().last_error = "poll() over descriptors of two engines: each engine's sockets are polled on their own";
+        return fail(EXDEV);
+      }
+      u = owner;
+    }
+    if (u) {
+      api::UserBackend::Call call(*u);
+      return call.ok() ? u->poll(fds, nfds, timeout_ms) : -1;
     }
   }
   return ::poll(fds, nfds, timeout_ms);

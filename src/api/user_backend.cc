@@ -17,7 +17,19 @@
 
 namespace ustack::api {
 
-UserBackend::UserBackend(std::unique_ptr<Engine> engine) : engine_(std::move(engine)) {}
+UserBackend::UserBackend(std::unique_ptr<Engine> engine, uint32_t index, uint32_t engines)
+    : engine_(std::move(engine)), index_(index), engines_(engines) {}
+
+std::optional<size_t> UserBackend::slot_of(int fd) const {
+  if (!is_user_fd(fd)) return std::nullopt;
+  const uint32_t offset = static_cast<uint32_t>(fd - kUserFdBase);
+  if (offset % engines_ != index_) return std::nullopt;
+  return offset / engines_;
+}
+
+int UserBackend::fd_of(size_t slot) const {
+  return kUserFdBase + static_cast<int>(slot * engines_ + index_);
+}
 
 UserBackend::~UserBackend() {
   engine_->stop_thread();  // nothing may run the stack while it is taken apart
@@ -30,9 +42,8 @@ UserBackend::~UserBackend() {
 }
 
 OpenFile* UserBackend::file(int fd) {
-  if (!is_user_fd(fd)) return nullptr;
-  const size_t i = static_cast<size_t>(fd - kUserFdBase);
-  return i < files_.size() ? files_[i].file.get() : nullptr;
+  const auto i = slot_of(fd);
+  return i && *i < files_.size() ? files_[*i].file.get() : nullptr;
 }
 
 template <typename T>
@@ -49,19 +60,21 @@ T* UserBackend::file_as(int fd, int wrong_type_errno) {
 
 int UserBackend::install(std::shared_ptr<OpenFile> f, bool cloexec, int min_fd) {
   open_count_.fetch_add(1, std::memory_order_relaxed);
-  const int min_index = std::max(min_fd, kUserFdBase) - kUserFdBase;
+  // The lowest of this engine's slots whose descriptor is >= min_fd.
+  const int64_t above = std::max<int64_t>(int64_t{min_fd} - kUserFdBase - index_, 0);
+  const int min_index = static_cast<int>((above + engines_ - 1) / engines_);
   if (auto it = free_.lower_bound(min_index); it != free_.end()) {
     const int i = *it;
     free_.erase(it);
     files_[static_cast<size_t>(i)] = Descriptor{std::move(f), cloexec};
-    return kUserFdBase + i;
+    return fd_of(static_cast<size_t>(i));
   }
   while (static_cast<int>(files_.size()) < min_index) {  // F_DUPFD beyond the end: the gap is free
     free_.insert(static_cast<int>(files_.size()));
     files_.emplace_back();
   }
   files_.push_back(Descriptor{std::move(f), cloexec});
-  return kUserFdBase + static_cast<int>(files_.size() - 1);
+  return fd_of(files_.size() - 1);
 }
 
 UserBackend::Call::Call(UserBackend& b) : backend_(b) {
@@ -226,7 +239,7 @@ ssize_t UserBackend::recvfrom(int fd, void* buf, size_t len, int flags, sockaddr
 
 int UserBackend::close(int fd) {
   if (!file(fd)) return fail(EBADF);
-  const int i = fd - kUserFdBase;
+  const int i = static_cast<int>(*slot_of(fd));
   files_[static_cast<size_t>(i)] = Descriptor{};  // the last reference closes the socket
   free_.insert(i);
   open_count_.fetch_sub(1, std::memory_order_relaxed);
@@ -331,8 +344,8 @@ int UserBackend::fcntl(int fd, int cmd, long arg) {
   switch (cmd) {
     case F_GETFL: return O_RDWR | (f->nonblocking ? O_NONBLOCK : 0);
     case F_SETFL: f->nonblocking = arg & O_NONBLOCK; return 0;
-    case F_GETFD: return files_[static_cast<size_t>(fd - kUserFdBase)].cloexec ? FD_CLOEXEC : 0;
-    case F_SETFD: files_[static_cast<size_t>(fd - kUserFdBase)].cloexec = arg & FD_CLOEXEC; return 0;
+    case F_GETFD: return files_[*slot_of(fd)].cloexec ? FD_CLOEXEC : 0;
+    case F_SETFD: files_[*slot_of(fd)].cloexec = arg & FD_CLOEXEC; return 0;
     case F_DUPFD:
     case F_DUPFD_CLOEXEC: {
       // Linux: the lowest free descriptor >= arg; one beyond RLIMIT_NOFILE is EINVAL. Ours
@@ -355,6 +368,7 @@ int UserBackend::epoll_ctl(int epfd, int op, int fd, epoll_event* event) {
   if (!ep) return -1;
   if (fd == epfd) return fail(EINVAL);
   if (!is_user_fd(fd)) return fail(EPERM);  // kernel descriptors: not in this release (README)
+  if (!slot_of(fd)) return fail(EXDEV);      // another engine's socket (README, "Engines on several cores")
   OpenFile* target = file(fd);
   if (!target) return fail(EBADF);
   if (op != EPOLL_CTL_DEL && !event) return fail(EFAULT);
@@ -392,7 +406,7 @@ namespace ustack::api {
 
 int UserBackend::dup(int fd, int min_fd, bool cloexec) {
   if (!file(fd)) return fail(EBADF);
-  return install(files_[static_cast<size_t>(fd - kUserFdBase)].file, cloexec, min_fd);
+  return install(files_[*slot_of(fd)].file, cloexec, min_fd);
 }
 
 ssize_t UserBackend::sendfile(int out_fd, int in_fd, off_t* offset, size_t count) {

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <set>
 #include <string>
@@ -97,10 +98,14 @@ class EpollFile final : public OpenFile {
 
 class UserBackend {
  public:
-  explicit UserBackend(std::unique_ptr<Engine> engine);
+  /// Engine `index` of `engines`: its descriptors are kUserFdBase + slot * engines + index, so
+  /// that the descriptor says which engine serves it.
+  explicit UserBackend(std::unique_ptr<Engine> engine, uint32_t index = 0, uint32_t engines = 1);
   ~UserBackend();
 
   Engine& engine() { return *engine_; }
+  /// True when `fd` is one of this engine's descriptors (open or not).
+  bool serves(int fd) const { return slot_of(fd).has_value(); }
   /// Open ustack descriptors (readable from any thread: a gauge).
   int open_descriptors() const { return open_count_.load(std::memory_order_relaxed); }
 
@@ -154,6 +159,9 @@ class UserBackend {
 
  private:
   OpenFile* file(int fd);
+  /// Where `fd` is in files_, when it is this engine's descriptor.
+  std::optional<size_t> slot_of(int fd) const;
+  int fd_of(size_t slot) const;
   // TCP (user_tcp.cc).
   int tcp_bind(TcpFile& f, const sockaddr* addr, socklen_t len);
   int tcp_connect(TcpFile& f, const sockaddr* addr, socklen_t len);
@@ -183,7 +191,9 @@ class UserBackend {
     bool cloexec = false;
   };
   std::unique_ptr<Engine> engine_;
-  std::vector<Descriptor> files_;  // index = fd - kUserFdBase
+  uint32_t index_;
+  uint32_t engines_;
+  std::vector<Descriptor> files_;  // by slot_of(fd)
   std::set<int> free_;             // POSIX: the lowest free descriptor is used
   std::atomic<int> open_count_{0};
   std::atomic<int> calls_{0};      // calls in progress

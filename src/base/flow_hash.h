@@ -38,10 +38,13 @@ constexpr uint32_t engine_for_hash(uint32_t hash, uint32_t engines) {
   return engines <= 1 ? 0 : (hash % kRedirectionEntries) % engines;
 }
 
-/// Which of the engines sharing a device a stack is.
+class PortDirectory;
+
+/// Which of the engines sharing a device a stack is, and where they record the ports they hold.
 struct EngineShare {
   uint32_t index = 0;
   uint32_t count = 1;
+  PortDirectory* ports = nullptr;  ///< shared by the engines (base/port_directory.h); null with one
   bool owns_hash(uint32_t hash) const { return engine_for_hash(hash, count) == index; }
   /// True when this engine owns the flow (always, with one engine).
   bool owns_flow(Ipv4Addr a, Ipv4Addr b, uint16_t a_port, uint16_t b_port) const {

@@ -7,7 +7,8 @@
 
 namespace ustack::dev {
 
-SteeringGroup::SteeringGroup(uint32_t engines, size_t ring_capacity) : engines_(engines) {
+SteeringGroup::SteeringGroup(uint32_t engines, size_t ring_capacity, const PortDirectory* ports)
+    : engines_(engines), ports_(ports) {
   rings_.reserve(size_t{engines} * engines);
   for (size_t i = 0; i < size_t{engines} * engines; ++i) {
     rings_.push_back(std::make_unique<SpscRing<Packet>>(ring_capacity));
@@ -19,7 +20,8 @@ namespace {
 constexpr uint8_t kProtoIcmp = 1, kProtoTcp = 6, kProtoUdp = 17;
 
 /// The owner of the IPv4 packet at `ip` (`len` bytes), or `self` when it is too short to read.
-uint32_t ipv4_owner(const uint8_t* ip, size_t len, uint32_t engines, uint32_t self, bool inner) {
+uint32_t ipv4_owner(const uint8_t* ip, size_t len, uint32_t engines, uint32_t self, bool inner,
+                    const PortDirectory* ports) {
   if (len < 20 || (ip[0] >> 4) != 4) return self;
   const size_t ihl = size_t{ip[0] & 0x0fu} * 4;
   if (ihl < 20 || len < ihl) return self;
@@ -28,14 +30,19 @@ uint32_t ipv4_owner(const uint8_t* ip, size_t len, uint32_t engines, uint32_t se
   const uint16_t frag = load_be16(ip + 6);
   const bool fragment = (frag & 0x3fffu) != 0;  // MF or an offset: only the first has ports
   if (!fragment && (proto == kProtoTcp || proto == kProtoUdp) && len >= ihl + 4) {
-    return engine_for_hash(flow_hash(src, dst, load_be16(ip + ihl), load_be16(ip + ihl + 2)), engines);
+    const uint16_t src_port = load_be16(ip + ihl), dst_port = load_be16(ip + ihl + 2);
+    const uint32_t by_hash = engine_for_hash(flow_hash(src, dst, src_port, dst_port), engines);
+    if (!ports) return by_hash;
+    // Our port: the destination of what we receive, the source of our packet an error quotes.
+    return ports->owner(proto == kProtoTcp ? PortProtocol::kTcp : PortProtocol::kUdp, inner ? src_port : dst_port,
+                        by_hash);
   }
   // RFC 792 errors quote the IP header and 8 bytes of the packet that caused them: the flow is in
   // there (our packet, so source and destination are swapped: the hash does not care).
   if (!inner && !fragment && proto == kProtoIcmp && len >= ihl + 8) {
     const uint8_t type = ip[ihl];
     if (type == 3 || type == 11 || type == 12) {
-      return ipv4_owner(ip + ihl + 8, len - ihl - 8, engines, self, true);
+      return ipv4_owner(ip + ihl + 8, len - ihl - 8, engines, self, true, ports);
     }
   }
   return engine_for_hash(flow_hash(src, dst), engines);
@@ -43,13 +50,13 @@ uint32_t ipv4_owner(const uint8_t* ip, size_t len, uint32_t engines, uint32_t se
 
 }  // namespace
 
-uint32_t frame_owner(std::span<const uint8_t> frame, uint32_t engines, uint32_t self) {
+uint32_t frame_owner(std::span<const uint8_t> frame, uint32_t engines, uint32_t self, const PortDirectory* ports) {
   if (engines <= 1 || frame.size() < eth::Frame::kHeaderLen) return self;
   const uint16_t type = load_be16(frame.data() + 12);
   if (type == static_cast<uint16_t>(eth::EtherType::kArp)) return kEveryEngine;
   if (type != static_cast<uint16_t>(eth::EtherType::kIpv4)) return self;
   return ipv4_owner(frame.data() + eth::Frame::kHeaderLen, frame.size() - eth::Frame::kHeaderLen, engines, self,
-                    false);
+                    false, ports);
 }
 
 SteeredDevice::SteeredDevice(Device& queue, SteeringGroup& group, uint32_t index)
@@ -95,7 +102,7 @@ size_t SteeredDevice::rx_burst(std::span<Packet> out) {
   size_t kept = n;
   for (size_t i = n; i < n + got; ++i) {
     Packet& frame = out[i];
-    const uint32_t owner = frame_owner(frame.bytes(), engines, index_);
+    const uint32_t owner = frame_owner(frame.bytes(), engines, index_, group_.ports());
     if (owner == kEveryEngine) {
       for (uint32_t to = 0; to < engines; ++to) {
         if (to == index_) continue;

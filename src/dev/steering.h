@@ -8,7 +8,9 @@
 // engine sends on its own queue.
 //
 // What goes where:
-//   TCP, UDP          the owner of the 4-tuple (both directions hash alike)
+//   TCP, UDP          the owner of the 4-tuple (both directions hash alike), unless the local port
+//                     is held by sockets on other engines only (base/port_directory.h: one
+//                     listening socket, a bound UDP socket): then the engine that holds it
 //   ICMP errors       the owner of the flow quoted inside (a port unreachable reaches the socket)
 //   other IPv4        the owner of the address pair (ICMP echo; fragments, which carry no ports
 //                     after the first: a fragmented datagram is reassembled and delivered by
@@ -23,6 +25,7 @@
 
 #include "base/flow_hash.h"
 #include "base/packet.h"
+#include "base/port_directory.h"
 #include "base/spsc_ring.h"
 #include "dev/device.h"
 
@@ -31,19 +34,24 @@ namespace ustack::dev {
 /// The rings between N engines: one per ordered pair, so each has one producer and one consumer.
 class SteeringGroup {
  public:
-  explicit SteeringGroup(uint32_t engines, size_t ring_capacity = 1024);
+  /// `ports`: where the engines' sockets hold ports (may be null: by flow hash alone).
+  explicit SteeringGroup(uint32_t engines, size_t ring_capacity = 1024, const PortDirectory* ports = nullptr);
   uint32_t engines() const { return engines_; }
+  const PortDirectory* ports() const { return ports_; }
   SpscRing<Packet>& ring(uint32_t from, uint32_t to) { return *rings_[from * engines_ + to]; }
 
  private:
   uint32_t engines_;
+  const PortDirectory* ports_;
   std::vector<std::unique_ptr<SpscRing<Packet>>> rings_;
 };
 
 /// The engine that owns a received Ethernet frame (`engines` > 1), or kEveryEngine for ARP.
-/// Frames it cannot read stay where they are (`self`).
+/// Frames it cannot read stay where they are (`self`). Without `ports`, by the flow hash alone
+/// (what a NIC's RSS does).
 inline constexpr uint32_t kEveryEngine = UINT32_MAX;
-uint32_t frame_owner(std::span<const uint8_t> frame, uint32_t engines, uint32_t self);
+uint32_t frame_owner(std::span<const uint8_t> frame, uint32_t engines, uint32_t self,
+                     const PortDirectory* ports = nullptr);
 
 /// Engine `index`'s view of its queue (`queue`, which it alone polls and transmits on).
 class SteeredDevice final : public Device {

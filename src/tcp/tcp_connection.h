@@ -95,6 +95,8 @@ struct PortBinding {
   bool time_wait = false;
   bool ephemeral_connect = false;  ///< chosen by connect(): shareable by other connections
   bool registered = false;
+  bool claimed = false;            ///< in the engines' PortDirectory (bind(), several engines)
+  bool claimed_shareable = false;  ///< claimed with SO_REUSEPORT
 };
 
 class TcpLayer;

@@ -1,9 +1,11 @@
 #include "tcp/tcp_layer.h"
 
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 
+#include "base/port_directory.h"
 #include "base/siphash.h"
 
 namespace ustack::tcp {
@@ -60,6 +62,8 @@ void TcpLayer::register_binding(PortBinding& b) {
 
 void TcpLayer::unbind(PortBinding& b) {
   if (!b.registered) return;
+  if (b.claimed) engine_.ports->release(PortProtocol::kTcp, b.port, engine_.index, b.claimed_shareable);
+  b.claimed = false;
   auto it = ports_.find(b.port);
   if (it != ports_.end()) {
     auto& v = it->second;
@@ -80,6 +84,7 @@ uint16_t TcpLayer::pick_ephemeral(Ipv4Addr local, Ipv4Addr remote, uint16_t remo
   const uint32_t count = uint32_t{config_.ephemeral_high} - config_.ephemeral_low + 1;
   for (uint32_t i = 0; i < count; ++i) {
     const auto port = static_cast<uint16_t>(config_.ephemeral_low + (offset + next_ephemeral_ + i) % count);
+    if (engine_.ports && engine_.ports->held_elsewhere(PortProtocol::kTcp, port, engine_.index)) continue;
     auto it = ports_.find(port);
     bool usable;
     if (for_connect) {
@@ -114,6 +119,12 @@ int TcpLayer::bind(PortBinding& b, Ipv4Addr addr, uint16_t port) {
   } else if (port_conflicts(b, addr, port)) {
     return EADDRINUSE;
   }
+  // Another engine's socket on the port conflicts as one of ours would (SO_REUSEPORT shares).
+  if (engine_.ports && !engine_.ports->claim(PortProtocol::kTcp, port, engine_.index, b.reuse_port)) {
+    return EADDRINUSE;
+  }
+  b.claimed = engine_.ports != nullptr;
+  b.claimed_shareable = b.reuse_port;
   b.addr = addr;
   b.port = port;
   register_binding(b);

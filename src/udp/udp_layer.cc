@@ -1,8 +1,10 @@
 #include "udp/udp_layer.h"
 
+
 #include <cerrno>
 #include <cstring>
 
+#include "base/port_directory.h"
 #include "udp/datagram.h"
 
 namespace ustack::udp {
@@ -41,6 +43,7 @@ int UdpLayer::bind_ephemeral(UdpSocket& s, Ipv4Addr addr, Ipv4Addr source, std::
     auto it = by_port_.find(port);
     if (it != by_port_.end() && !it->second.empty()) continue;
     if (remote && !engine_.owns_flow(source, remote->addr, port, remote->port)) continue;
+    if (!claim(s, port, false)) continue;
     s.local = Endpoint{addr, port};
     link(s);
     return 0;
@@ -55,6 +58,7 @@ int UdpLayer::bind(UdpSocket& s, Endpoint local) {
     if (bind_ephemeral(s, local.addr) != 0) return EADDRINUSE;
   } else {
     if (conflicts(s, local)) return EADDRINUSE;
+    if (!claim(s, local.port, s.reuse_addr || s.reuse_port)) return EADDRINUSE;
     s.local = local;
     link(s);
     s.user_bound_port = true;
@@ -63,8 +67,18 @@ int UdpLayer::bind(UdpSocket& s, Endpoint local) {
   return 0;
 }
 
+bool UdpLayer::claim(UdpSocket& s, uint16_t port, bool shareable) {
+  if (!engine_.ports) return true;
+  if (!engine_.ports->claim(PortProtocol::kUdp, port, engine_.index, shareable)) return false;
+  s.claimed = true;
+  s.claimed_shareable = shareable;
+  return true;
+}
+
 void UdpLayer::unbind(UdpSocket& s) {
   if (!s.bound()) return;
+  if (s.claimed) engine_.ports->release(PortProtocol::kUdp, s.local.port, engine_.index, s.claimed_shareable);
+  s.claimed = false;
   auto it = by_port_.find(s.local.port);
   if (it != by_port_.end()) {
     std::erase(it->second, &s);

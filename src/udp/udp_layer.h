@@ -79,6 +79,10 @@ class UdpLayer {
   bool enqueue(UdpSocket& s, Packet payload, Endpoint from);
 
   UdpConfig config_;
+  /// Records `port` as this engine's in the shared PortDirectory (several engines); false when
+  /// another engine's socket holds it and may not share.
+  bool claim(UdpSocket& s, uint16_t port, bool shareable);
+
   EngineShare engine_;
   UdpStats& stats_;
   Rng& rng_;

@@ -55,6 +55,8 @@ class UdpSocket final : public Waitable {
   std::optional<Endpoint> remote;
   bool user_bound_addr = false;  // bind() chose the address (connect() must not replace it)
   bool user_bound_port = false;  // bind() chose the port (disconnect keeps it)
+  bool claimed = false;            // in the engines' PortDirectory (several engines)
+  bool claimed_shareable = false;  // claimed with SO_REUSEADDR or SO_REUSEPORT
   bool reuse_addr = false;
   bool reuse_port = false;
   bool broadcast = false;
