@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "base/flow_hash.h"
+#include "base/port_directory.h"
 #include "base/rng.h"
 #include "base/spsc_ring.h"
 #include "dev/memory_wire.h"
@@ -108,14 +109,17 @@ struct EchoEnd {
 
 class MultiEngineSim {
  public:
-  MultiEngineSim(uint32_t engines, Spread spread, uint64_t seed)
+  /// `tune` may change each engine's configuration (the same for all).
+  MultiEngineSim(uint32_t engines, Spread spread, uint64_t seed, void (*tune)(StackConfig&) = nullptr)
       : wire_(clock_, seed, dev::test_caps(1), dev::test_caps(2)),
         queues_(wire_.a(), engines, spread),
-        group_(engines),
+        group_(engines, 1024, &ports_),
         peer_(config_for(kAddrB, seed + 100, {}), wire_.b()) {
     for (uint32_t i = 0; i < engines; ++i) {
       views_.push_back(std::make_unique<dev::SteeredDevice>(queues_.queue(i), group_, i));
-      engines_.push_back(std::make_unique<Stack>(config_for(kAddrA, seed + i, {i, engines}), *views_.back()));
+      StackConfig c = config_for(kAddrA, seed + i, {i, engines, &ports_});
+      if (tune) tune(c);
+      engines_.push_back(std::make_unique<Stack>(c, *views_.back()));
     }
     for (auto& e : engines_) e->start(now());
     peer_.start(now());
@@ -159,6 +163,7 @@ class MultiEngineSim {
   ManualClock clock_;
   dev::MemoryWire wire_;
   dev::MemoryQueues queues_;
+  PortDirectory ports_;
   dev::SteeringGroup group_;
   std::vector<std::unique_ptr<dev::SteeredDevice>> views_;
   std::vector<std::unique_ptr<Stack>> engines_;
@@ -191,6 +196,7 @@ TEST_P(MultiEngine, EveryFlowStaysOnItsEngineAndEveryByteArrives) {
   std::vector<tcp::PortBinding> bindings(engines);
   std::vector<std::unique_ptr<tcp::TcpListener>> listeners;
   for (uint32_t i = 0; i < engines; ++i) {
+    bindings[i].reuse_port = true;  // one listener per engine, as SO_REUSEPORT servers have
     ASSERT_EQ(sim.engine(i).tcp().bind(bindings[i], Ipv4Addr::any(), kPortOnA), 0);
     listeners.push_back(std::make_unique<tcp::TcpListener>(bindings[i], 512, options));
     ASSERT_EQ(sim.engine(i).tcp().listen(*listeners.back()), 0);
@@ -292,6 +298,144 @@ INSTANTIATE_TEST_SUITE_P(EnginesAndSpreads, MultiEngine,
                                    : std::get<1>(info.param) == Spread::kOtherHash ? std::string("OtherHash")
                                                                                     : std::string("QueueZero"));
                          });
+
+// One listening socket on one engine (a server that listens once, without SO_REUSEPORT): the
+// port directory steers every flow to its port there, whatever queue the device put it on.
+class OneListener : public ::testing::TestWithParam<std::tuple<uint32_t, Spread>> {};
+
+TEST_P(OneListener, GetsEveryConnectionWhateverQueueItCameOn) {
+  const auto [engines, spread] = GetParam();
+  constexpr size_t kOpens = 150;
+  MultiEngineSim sim(engines, spread, 23);
+  Rng rng(9);
+  const auto options = tcp::SocketOptions::defaults(sim.peer().config().tcp);
+  const uint32_t listening = engines - 1;  // not engine 0, which also answers ARP
+  tcp::PortBinding binding;
+  ASSERT_EQ(sim.engine(listening).tcp().bind(binding, Ipv4Addr::any(), kPortOnA), 0);
+  tcp::TcpListener listener(binding, 512, options);
+  ASSERT_EQ(sim.engine(listening).tcp().listen(listener), 0);
+
+  std::vector<EchoEnd> clients, servers;
+  for (size_t k = 0; k < kOpens; ++k) {
+    auto c = sim.peer().tcp().connect(sim.now(), nullptr, kAddrA, kPortOnA, options);
+    ASSERT_TRUE(c) << "errno " << c.error();
+    clients.push_back(EchoEnd{*c, false, random_bytes(rng, 1 + rng.below(8192))});
+  }
+  const bool finished = sim.run(
+      [&](Instant now) {
+        while (auto c = listener.accept()) servers.push_back(EchoEnd{std::move(c), true, {}});
+        for (auto& c : clients) c.pump(now);
+        for (auto& s : servers) s.pump(now);
+      },
+      [&] {
+        return servers.size() == clients.size() &&
+               std::all_of(clients.begin(), clients.end(), [](const EchoEnd& e) { return e.done(); }) &&
+               std::all_of(servers.begin(), servers.end(), [](const EchoEnd& e) { return e.done(); });
+      });
+  ASSERT_TRUE(finished) << "accepted " << servers.size() << " of " << clients.size();
+  for (const EchoEnd& c : clients) {
+    EXPECT_EQ(c.error, 0);
+    EXPECT_FALSE(c.mismatch);
+    EXPECT_EQ(c.received, c.data.size());
+  }
+  size_t not_hash_owned = 0;
+  for (const EchoEnd& s : servers) {
+    const tcp::FourTuple& t = s.conn->tuple();
+    if (!EngineShare({listening, engines}).owns_flow(t.local_addr, t.remote_addr, t.local_port, t.remote_port)) {
+      ++not_hash_owned;
+    }
+  }
+  EXPECT_GT(not_hash_owned, 0u) << "every flow hashed to the listening engine: the test proves nothing";
+  for (uint32_t i = 0; i < engines; ++i) {
+    EXPECT_EQ(sim.engine(i).stats().tcp.tx_resets, 0u) << "engine " << i;
+    if (i != listening) EXPECT_EQ(sim.engine(i).stats().tcp.passive_opens, 0u) << "engine " << i;
+  }
+  EXPECT_EQ(sim.peer().stats().tcp.tx_resets, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(EnginesAndSpreads, OneListener,
+                         ::testing::Combine(::testing::Values(2u, 4u),
+                                            ::testing::Values(Spread::kRss, Spread::kOtherHash, Spread::kQueueZero)),
+                         [](const auto& info) {
+                           std::string spread = spread_name(std::get<1>(info.param));
+                           std::erase(spread, '-');
+                           return std::to_string(std::get<0>(info.param)) + "Engines_" + spread;
+                         });
+
+TEST(MultiEngine, BoundUdpSocketReceivesFromEverySourcePort) {
+  for (Spread spread : {Spread::kRss, Spread::kOtherHash}) {
+    SCOPED_TRACE(spread_name(spread));
+    constexpr uint32_t kEngines = 3;
+    constexpr size_t kSenders = 90;
+    MultiEngineSim sim(kEngines, spread, 31);
+    udp::UdpSocket server;
+    ASSERT_EQ(sim.engine(1).udp().bind(server, udp::Endpoint{Ipv4Addr::any(), 5353}), 0);
+    std::vector<udp::UdpSocket> senders(kSenders);
+    std::set<uint16_t> from_ports;
+    auto receive = [&](Instant) {
+      while (!server.rx_queue.empty()) {
+        from_ports.insert(server.rx_queue.front().from.port);
+        server.pop_front();
+      }
+    };
+    // The first one resolves the address (the ARP queue holds only a few datagrams); then the rest.
+    for (size_t k = 0; k < kSenders; ++k) {
+      const std::array<uint8_t, 4> payload{static_cast<uint8_t>(k), 1, 2, 3};
+      ASSERT_TRUE(sim.peer().udp().send(sim.now(), senders[k], payload, udp::Endpoint{kAddrA, 5353}));
+      if (k == 0) ASSERT_TRUE(sim.run(receive, [&] { return from_ports.size() == 1; }));
+    }
+    ASSERT_TRUE(sim.run(receive, [&] { return from_ports.size() == kSenders; }))
+        << "received from " << from_ports.size() << " of " << kSenders << " source ports";
+    for (uint32_t i = 0; i < kEngines; ++i) {
+      EXPECT_EQ(sim.engine(i).stats().udp.rx_no_port, 0u) << "engine " << i << " had no socket for a datagram";
+    }
+    for (auto& s : senders) sim.peer().udp().unbind(s);
+    sim.engine(1).udp().unbind(server);
+  }
+}
+
+TEST(MultiEngine, PortsConflictAcrossEnginesAsInOneTable) {
+  MultiEngineSim sim(2, Spread::kRss, 41, [](StackConfig& c) {
+    c.tcp.ephemeral_low = c.udp.ephemeral_low = 40000;
+    c.tcp.ephemeral_high = c.udp.ephemeral_high = 40003;
+  });
+  tcp::TcpLayer& tcp0 = sim.engine(0).tcp();
+  tcp::TcpLayer& tcp1 = sim.engine(1).tcp();
+  // TCP: a port one engine holds is in use on the other, unless both sockets share it.
+  tcp::PortBinding a, b, c;
+  ASSERT_EQ(tcp0.bind(a, Ipv4Addr::any(), 7000), 0);
+  EXPECT_EQ(tcp1.bind(b, Ipv4Addr::any(), 7000), EADDRINUSE);
+  tcp0.unbind(a);
+  EXPECT_EQ(tcp1.bind(b, Ipv4Addr::any(), 7000), 0) << "released when the socket let go";
+  tcp1.unbind(b);
+  a.reuse_port = b.reuse_port = true;
+  ASSERT_EQ(tcp0.bind(a, Ipv4Addr::any(), 7000), 0);
+  EXPECT_EQ(tcp1.bind(b, Ipv4Addr::any(), 7000), 0) << "SO_REUSEPORT on both sides shares it";
+  EXPECT_EQ(tcp1.bind(c, Ipv4Addr::any(), 7000), EADDRINUSE) << "but not with a socket without it";
+  tcp0.unbind(a);
+  tcp1.unbind(b);
+  // Ephemeral ports skip what the other engine holds: engine 0 takes three of the four.
+  std::vector<tcp::PortBinding> held(3);
+  for (uint16_t k = 0; k < 3; ++k) ASSERT_EQ(tcp0.bind(held[k], Ipv4Addr::any(), static_cast<uint16_t>(40000 + k)), 0);
+  ASSERT_EQ(tcp1.bind(c, Ipv4Addr::any(), 0), 0);
+  EXPECT_EQ(c.port, 40003);
+  tcp::PortBinding d;
+  EXPECT_EQ(tcp1.bind(d, Ipv4Addr::any(), 0), EADDRINUSE) << "none left";
+  for (auto& h : held) tcp0.unbind(h);
+  tcp1.unbind(c);
+  // UDP: the same, with SO_REUSEADDR sharing too.
+  udp::UdpLayer& udp0 = sim.engine(0).udp();
+  udp::UdpLayer& udp1 = sim.engine(1).udp();
+  udp::UdpSocket u, v, shared0, shared1;
+  ASSERT_EQ(udp0.bind(u, udp::Endpoint{Ipv4Addr::any(), 5000}), 0);
+  EXPECT_EQ(udp1.bind(v, udp::Endpoint{Ipv4Addr::any(), 5000}), EADDRINUSE);
+  udp0.unbind(u);
+  shared0.reuse_addr = shared1.reuse_addr = true;
+  ASSERT_EQ(udp0.bind(shared0, udp::Endpoint{Ipv4Addr::any(), 5000}), 0);
+  EXPECT_EQ(udp1.bind(shared1, udp::Endpoint{Ipv4Addr::any(), 5000}), 0);
+  udp0.unbind(shared0);
+  udp1.unbind(shared1);
+}
 
 TEST(MultiEngine, ActiveOpensPickSourcePortsTheirEngineOwns) {
   for (uint32_t engines : {2u, 4u}) {
