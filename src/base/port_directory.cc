@@ -2,15 +2,19 @@
 
 namespace ustack {
 
-PortDirectory::PortDirectory() : holders_(new std::atomic<uint32_t>[size_t{2} << 16]) {
-  for (size_t i = 0; i < (size_t{2} << 16); ++i) holders_[i].store(0, std::memory_order_relaxed);
+PortDirectory::PortDirectory()
+    : claimed_(new std::atomic<uint32_t>[kSlots]), in_use_(new std::atomic<uint32_t>[kSlots]) {
+  for (size_t i = 0; i < kSlots; ++i) {
+    claimed_[i].store(0, std::memory_order_relaxed);
+    in_use_[i].store(0, std::memory_order_relaxed);
+  }
 }
 
 bool PortDirectory::claim(PortProtocol protocol, uint16_t port, uint32_t engine, bool shareable) {
   const size_t slot = index(protocol, port);
   const uint32_t bit = uint32_t{1} << engine;
   std::lock_guard lock(mutex_);
-  const uint32_t others = holders_[slot].load(std::memory_order_relaxed) & ~bit;
+  const uint32_t others = claimed_[slot].load(std::memory_order_relaxed) & ~bit;
   for (uint32_t e = 0; others >> e; ++e) {
     if (!((others >> e) & 1u)) continue;
     if (!shareable || claims_[Key{static_cast<uint32_t>(slot), e}].exclusive > 0) return false;
@@ -18,7 +22,7 @@ bool PortDirectory::claim(PortProtocol protocol, uint16_t port, uint32_t engine,
   Claims& mine = claims_[Key{static_cast<uint32_t>(slot), engine}];
   ++mine.sockets;
   if (!shareable) ++mine.exclusive;
-  holders_[slot].fetch_or(bit, std::memory_order_release);
+  claimed_[slot].fetch_or(bit, std::memory_order_release);
   return true;
 }
 
@@ -30,7 +34,7 @@ void PortDirectory::release(PortProtocol protocol, uint16_t port, uint32_t engin
   if (!shareable && it->second.exclusive > 0) --it->second.exclusive;
   if (--it->second.sockets == 0) {
     claims_.erase(it);
-    holders_[slot].fetch_and(~(uint32_t{1} << engine), std::memory_order_release);
+    claimed_[slot].fetch_and(~(uint32_t{1} << engine), std::memory_order_release);
   }
 }
 

@@ -1,17 +1,20 @@
 #pragma once
-// Which engines hold a local port, when several share one device (USTACK_CORES=N). Each engine's
+// Which engines use a local port, when several share one device (USTACK_CORES=N). Each engine's
 // stack keeps its own port tables, so without this a port bound on one engine would be free on
 // the others, and the frames of a listener's or a bound UDP socket's flows would go wherever the
-// flow hash sends them: mostly to engines that have no socket for them. With it:
-//   - steering (dev/steering.h) sends a frame for a held port to an engine that holds it: the one
-//     the flow hash names if it holds the port (SO_REUSEPORT listeners on every engine: nothing
-//     forwarded), else the lowest that does (one listening socket: every connection is its);
-//   - bind() and listen() refuse a port another engine holds unless both sides may share it
-//     (SO_REUSEPORT; for UDP, SO_REUSEADDR too), as Linux's one table would;
-//   - ephemeral ports skip ports other engines hold.
-// Sockets claim a port when they bind or listen and release it when they let go; connections
-// (accepted, or connect()'s ephemeral ports chosen to hash to their engine) never claim.
-// Claims and releases are rare and take a mutex; the packet path reads one atomic word.
+// flow hash sends them: mostly to engines that have no socket for them. It keeps two things:
+//   - claims: the sockets that bind() a port (TCP and UDP), per engine, with whether they share.
+//     bind() refuses a port another engine's socket claims unless both may share it (SO_REUSEPORT;
+//     for UDP, SO_REUSEADDR too), as Linux's one table would; ephemeral ports skip claimed ports.
+//     Claims are rare and take a mutex.
+//   - use: a bit per engine that has anything on the port in its table (a bound socket, a
+//     listener, a connection). Steering (dev/steering.h) sends a frame for a port in use to the
+//     engine the flow hash names if that engine uses the port (SO_REUSEPORT listeners on every
+//     engine: nothing forwarded; connect()'s ports, chosen to hash to their engine), else to the
+//     lowest engine that does (one listening socket: all its connections live with it). A port
+//     stays in use while connections remain, so closing one engine's listener does not send its
+//     connections' segments elsewhere. Each engine flips its own bit when its table gains or
+//     loses the port: lock-free, and the packet path reads one atomic word.
 
 #include <array>
 #include <atomic>
@@ -36,22 +39,35 @@ class PortDirectory {
   bool claim(PortProtocol protocol, uint16_t port, uint32_t engine, bool shareable);
   /// One socket of `engine` lets go of `port` (`shareable` as it claimed it).
   void release(PortProtocol protocol, uint16_t port, uint32_t engine, bool shareable);
-  /// A bit per engine holding `port`. Lock-free: read on the packet path.
-  uint32_t holders(PortProtocol protocol, uint16_t port) const {
-    return holders_[index(protocol, port)].load(std::memory_order_acquire);
+  /// A bit per engine whose sockets claim `port`.
+  uint32_t claimants(PortProtocol protocol, uint16_t port) const {
+    return claimed_[index(protocol, port)].load(std::memory_order_acquire);
   }
-  /// True when an engine other than `engine` holds `port` (ephemeral choice skips it).
-  bool held_elsewhere(PortProtocol protocol, uint16_t port, uint32_t engine) const {
-    return (holders(protocol, port) & ~(uint32_t{1} << engine)) != 0;
+  /// True when a socket of an engine other than `engine` claims `port` (ephemeral choice skips it).
+  bool claimed_elsewhere(PortProtocol protocol, uint16_t port, uint32_t engine) const {
+    return (claimants(protocol, port) & ~(uint32_t{1} << engine)) != 0;
+  }
+
+  /// Engine `engine`'s table gained (`in_use`) or lost its last entry on `port`. Only that
+  /// engine's thread calls it for its bit.
+  void set_in_use(PortProtocol protocol, uint16_t port, uint32_t engine, bool in_use) {
+    const uint32_t bit = uint32_t{1} << engine;
+    auto& word = in_use_[index(protocol, port)];
+    if (in_use) {
+      word.fetch_or(bit, std::memory_order_release);
+    } else {
+      word.fetch_and(~bit, std::memory_order_release);
+    }
   }
   /// The engine that takes a frame for local `port` whose flow hashes to `by_hash`.
   uint32_t owner(PortProtocol protocol, uint16_t port, uint32_t by_hash) const {
-    const uint32_t h = holders(protocol, port);
-    if (h == 0 || (h >> by_hash) & 1u) return by_hash;
-    return static_cast<uint32_t>(__builtin_ctz(h));
+    const uint32_t users = in_use_[index(protocol, port)].load(std::memory_order_acquire);
+    if (users == 0 || (users >> by_hash) & 1u) return by_hash;
+    return static_cast<uint32_t>(__builtin_ctz(users));
   }
 
  private:
+  static constexpr size_t kSlots = size_t{2} << 16;
   static size_t index(PortProtocol protocol, uint16_t port) {
     return (size_t{static_cast<uint8_t>(protocol)} << 16) | port;
   }
@@ -69,8 +85,9 @@ class PortDirectory {
     }
   };
 
-  std::unique_ptr<std::atomic<uint32_t>[]> holders_;  // 2 × 65536 words
-  std::mutex mutex_;                                   // claims_, and the holders_ writes
+  std::unique_ptr<std::atomic<uint32_t>[]> claimed_;  // 2 × 65536 words, by index()
+  std::unique_ptr<std::atomic<uint32_t>[]> in_use_;   // the same
+  std::mutex mutex_;                                   // claims_, and the claimed_ writes
   absl::flat_hash_map<Key, Claims> claims_;
 };
 

@@ -138,18 +138,20 @@ MemoryQueues::~MemoryQueues() = default;
 
 Device& MemoryQueues::queue(uint32_t i) { return *queues_[i]; }
 
+uint32_t MemoryQueues::queue_for(std::span<const uint8_t> frame, uint32_t queues, Spread spread) {
+  if (spread == Spread::kQueueZero) return 0;
+  const uint32_t owner = frame_owner(frame, queues, 0);
+  if (owner == kEveryEngine) return 0;
+  // kOtherHash: the same flows stay together, on a queue that is not their owner's.
+  return spread == Spread::kRss ? owner : (owner * 7 + 1) % queues;
+}
+
 void MemoryQueues::distribute() {
   std::array<Packet, 32> burst;
   const auto queues = static_cast<uint32_t>(queues_.size());
   while (const size_t n = port_.rx_burst(burst)) {
     for (size_t i = 0; i < n; ++i) {
-      uint32_t q = 0;
-      if (spread_ != Spread::kQueueZero) {
-        const uint32_t owner = frame_owner(burst[i].bytes(), queues, 0);
-        // kOtherHash: the same flows stay together, on a queue that is not their owner's.
-        q = owner == kEveryEngine ? 0 : spread_ == Spread::kRss ? owner : (owner * 7 + 1) % queues;
-      }
-      queues_[q]->rx_.push_back(std::move(burst[i]));
+      queues_[queue_for(burst[i].bytes(), queues, spread_)]->rx_.push_back(std::move(burst[i]));
     }
   }
 }

@@ -123,6 +123,8 @@ class MemoryQueues {
     kQueueZero,  ///< a device with one receive queue in use: everything on queue 0
   };
   MemoryQueues(MemoryPort& port, uint32_t queues, Spread spread);
+  /// The queue such a device puts `frame` on.
+  static uint32_t queue_for(std::span<const uint8_t> frame, uint32_t queues, Spread spread);
   ~MemoryQueues();
   Device& queue(uint32_t i);
 

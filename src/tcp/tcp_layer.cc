@@ -56,7 +56,9 @@ bool TcpLayer::port_conflicts(const PortBinding& b, Ipv4Addr addr, uint16_t port
 }
 
 void TcpLayer::register_binding(PortBinding& b) {
-  ports_[b.port].push_back(&b);
+  auto& on_port = ports_[b.port];
+  if (on_port.empty() && engine_.ports) engine_.ports->set_in_use(PortProtocol::kTcp, b.port, engine_.index, true);
+  on_port.push_back(&b);
   b.registered = true;
 }
 
@@ -68,7 +70,10 @@ void TcpLayer::unbind(PortBinding& b) {
   if (it != ports_.end()) {
     auto& v = it->second;
     v.erase(std::remove(v.begin(), v.end(), &b), v.end());
-    if (v.empty()) ports_.erase(it);
+    if (v.empty()) {
+      ports_.erase(it);
+      if (engine_.ports) engine_.ports->set_in_use(PortProtocol::kTcp, b.port, engine_.index, false);
+    }
   }
   b.registered = false;
 }
@@ -84,7 +89,7 @@ uint16_t TcpLayer::pick_ephemeral(Ipv4Addr local, Ipv4Addr remote, uint16_t remo
   const uint32_t count = uint32_t{config_.ephemeral_high} - config_.ephemeral_low + 1;
   for (uint32_t i = 0; i < count; ++i) {
     const auto port = static_cast<uint16_t>(config_.ephemeral_low + (offset + next_ephemeral_ + i) % count);
-    if (engine_.ports && engine_.ports->held_elsewhere(PortProtocol::kTcp, port, engine_.index)) continue;
+    if (engine_.ports && engine_.ports->claimed_elsewhere(PortProtocol::kTcp, port, engine_.index)) continue;
     auto it = ports_.find(port);
     bool usable;
     if (for_connect) {

@@ -32,7 +32,11 @@ bool UdpLayer::conflicts(const UdpSocket& s, Endpoint local) const {
   return false;
 }
 
-void UdpLayer::link(UdpSocket& s) { by_port_[s.local.port].push_back(&s); }
+void UdpLayer::link(UdpSocket& s) {
+  auto& on_port = by_port_[s.local.port];
+  if (on_port.empty() && engine_.ports) engine_.ports->set_in_use(PortProtocol::kUdp, s.local.port, engine_.index, true);
+  on_port.push_back(&s);
+}
 
 int UdpLayer::bind_ephemeral(UdpSocket& s, Ipv4Addr addr, Ipv4Addr source, std::optional<Endpoint> remote) {
   // RFC 6056 §3.3.1 (Algorithm 1): a random starting point, then the next free port.
@@ -42,6 +46,7 @@ int UdpLayer::bind_ephemeral(UdpSocket& s, Ipv4Addr addr, Ipv4Addr source, std::
     const auto port = static_cast<uint16_t>(config_.ephemeral_low + (start + i) % count);
     auto it = by_port_.find(port);
     if (it != by_port_.end() && !it->second.empty()) continue;
+    if (engine_.ports && engine_.ports->claimed_elsewhere(PortProtocol::kUdp, port, engine_.index)) continue;
     if (remote && !engine_.owns_flow(source, remote->addr, port, remote->port)) continue;
     if (!claim(s, port, false)) continue;
     s.local = Endpoint{addr, port};
@@ -82,7 +87,10 @@ void UdpLayer::unbind(UdpSocket& s) {
   auto it = by_port_.find(s.local.port);
   if (it != by_port_.end()) {
     std::erase(it->second, &s);
-    if (it->second.empty()) by_port_.erase(it);
+    if (it->second.empty()) {
+      by_port_.erase(it);
+      if (engine_.ports) engine_.ports->set_in_use(PortProtocol::kUdp, s.local.port, engine_.index, false);
+    }
   }
   s.local.port = 0;
 }
