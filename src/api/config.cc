@@ -6,6 +6,8 @@
 
 #include <toml++/toml.h>
 
+#include "base/port_directory.h"
+
 extern char** environ;
 
 namespace ustack::api {
@@ -77,8 +79,10 @@ const std::vector<KeyDef>& key_defs() {
          c.pcap = std::string(v);
          return "";
        }},
-      {{"cores", "USTACK_CORES", "engines (one per core); this release runs 1"},
-       number<int>(1, 1, [](EngineConfig& c, int v) { c.cores = v; })},
+      {{"cores", "USTACK_CORES",
+        "engines, 1 to 32: each polls its own queue of the device on a thread of its own (more than 1 "
+        "implies threaded)"},
+       number<int>(1, static_cast<int>(PortDirectory::kMaxEngines), [](EngineConfig& c, int v) { c.cores = v; })},
       {{"seed", "USTACK_SEED", "seed of the stack's random source (default: random per run)"},
        number<uint64_t>(0, UINT64_MAX, [](EngineConfig& c, uint64_t v) { c.stack.seed = v; })},
       {{"ttl", "USTACK_TTL", "TTL of packets we send, 1 to 255 (default 64)"},

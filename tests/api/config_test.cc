@@ -31,6 +31,9 @@ TEST(Config, DefaultsNeedNothing) {
   EXPECT_FALSE(c->stack.gateway.has_value());
   EXPECT_EQ(c->stack.mtu, 0);
   EXPECT_EQ(c->cores, 1);
+  auto four = load_config("", {{"USTACK_CORES", "4"}});
+  ASSERT_TRUE(four.ok()) << four.error();
+  EXPECT_EQ(four->cores, 4);
 }
 
 TEST(Config, FileThenEnvironmentWins) {
@@ -48,7 +51,7 @@ TEST(Config, BadEnvironmentValueNamesTheVariable) {
   for (auto [key, value] : std::initializer_list<std::pair<const char*, const char*>>{
            {"USTACK_MTU", "abc"}, {"USTACK_MTU", "67"}, {"USTACK_MTU", "9001"}, {"USTACK_IP", "198.18.0.2"},
            {"USTACK_IP", "300.1.1.1/24"}, {"USTACK_IP", "127.0.0.1/8"}, {"USTACK_GW", "nope"},
-           {"USTACK_CORES", "2"}, {"USTACK_TTL", "0"}, {"USTACK_IP", "198.18.0.255/24"},
+           {"USTACK_CORES", "0"}, {"USTACK_CORES", "33"}, {"USTACK_TTL", "0"}, {"USTACK_IP", "198.18.0.255/24"},
            {"USTACK_IP", "198.18.0.0/24"}}) {
     auto c = load_config("", {{key, value}});
     ASSERT_FALSE(c.ok()) << key << "=" << value;
