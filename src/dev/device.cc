@@ -43,7 +43,7 @@ SleepEnd sleep_interruptibly(Duration max, int fd) {
 
 bool Device::wait_rx(Duration max) {
   if (max <= Duration::zero()) return false;
-  return sleep_interruptibly(max) == SleepEnd::kSignal;
+  return sleep_interruptibly(max, doorbell_) == SleepEnd::kSignal;
 }
 
 }  // namespace ustack::dev

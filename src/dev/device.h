@@ -67,6 +67,13 @@ class Device {
   virtual void attach_stats(DevStats* stats) { (void)stats; }
   /// A short name for logs ("net_tap0", "memory wire end A").
   virtual std::string name() const = 0;
+  /// From now on wait_rx() also returns when `fd` is readable: the eventfd other engines write
+  /// when they hand this one a frame (dev/steering.h). Devices that wait in an epoll set of
+  /// their own add it there.
+  virtual void set_doorbell(int fd) { doorbell_ = fd; }
+
+ protected:
+  int doorbell_ = -1;
 };
 
 }  // namespace ustack::dev

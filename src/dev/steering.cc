@@ -1,5 +1,8 @@
 #include "dev/steering.h"
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <algorithm>
 
 #include "base/bytes.h"
@@ -7,12 +10,36 @@
 
 namespace ustack::dev {
 
+Doorbell::Doorbell() : fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+
+Doorbell::~Doorbell() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void Doorbell::disarm() {
+  armed_.store(false, std::memory_order_relaxed);
+  if (fd_ >= 0) {
+    uint64_t count;
+    [[maybe_unused]] ssize_t n = ::read(fd_, &count, sizeof count);
+  }
+}
+
+void Doorbell::ring() {
+  // Pairs with arm(): either the napping engine sees the frame when it checks its rings after
+  // arming, or this sees it armed (both sides order their store before their load).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (fd_ < 0 || !armed_.load(std::memory_order_relaxed) || !armed_.exchange(false)) return;
+  const uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = ::write(fd_, &one, sizeof one);
+}
+
 SteeringGroup::SteeringGroup(uint32_t engines, size_t ring_capacity, const PortDirectory* ports)
     : engines_(engines), ports_(ports) {
   rings_.reserve(size_t{engines} * engines);
   for (size_t i = 0; i < size_t{engines} * engines; ++i) {
     rings_.push_back(std::make_unique<SpscRing<Packet>>(ring_capacity));
   }
+  for (uint32_t i = 0; i < engines; ++i) doorbells_.push_back(std::make_unique<Doorbell>());
 }
 
 namespace {
@@ -60,7 +87,9 @@ uint32_t frame_owner(std::span<const uint8_t> frame, uint32_t engines, uint32_t 
 }
 
 SteeredDevice::SteeredDevice(Device& queue, SteeringGroup& group, uint32_t index)
-    : queue_(queue), group_(group), index_(index) {}
+    : queue_(queue), group_(group), index_(index) {
+  queue_.set_doorbell(group_.doorbell(index_).fd());
+}
 
 void SteeredDevice::attach_stats(DevStats* stats) {
   stats_ = stats;
@@ -73,6 +102,7 @@ std::string SteeredDevice::name() const {
 
 bool SteeredDevice::forward(uint32_t to, Packet& frame) {
   const bool pushed = group_.ring(index_, to).push(frame);
+  if (pushed) group_.doorbell(to).ring();
   if (!pushed && stats_) stats_->steered_dropped_ring_full.inc();
   frame = Packet();  // pushed (moved from) or dropped
   return pushed;
@@ -120,8 +150,15 @@ size_t SteeredDevice::rx_burst(std::span<Packet> out) {
 }
 
 bool SteeredDevice::wait_rx(Duration max) {
-  if (inbound_waiting()) return false;
-  return queue_.wait_rx(max);
+  Doorbell& bell = group_.doorbell(index_);
+  bell.arm();
+  if (inbound_waiting()) {
+    bell.disarm();
+    return false;
+  }
+  const bool signal = queue_.wait_rx(max);
+  bell.disarm();
+  return signal;
 }
 
 }  // namespace ustack::dev

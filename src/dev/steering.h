@@ -19,6 +19,7 @@
 //   ARP               every engine (each keeps its own cache; only engine 0 answers)
 //   anything else     this engine (the stack counts and drops it)
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -31,6 +32,28 @@
 
 namespace ustack::dev {
 
+/// Wakes an engine napping in wait_rx() when another engine hands it a frame: an eventfd its
+/// device also waits on, written only while the engine has said it naps (no write per frame).
+class Doorbell {
+ public:
+  Doorbell();
+  ~Doorbell();
+  Doorbell(const Doorbell&) = delete;
+  Doorbell& operator=(const Doorbell&) = delete;
+  /// -1 when no eventfd could be made: the engine then finds forwarded frames at the end of naps.
+  int fd() const { return fd_; }
+  /// The engine is about to nap: a ring() from now on wakes it. It checks its rings after this.
+  void arm() { armed_.store(true, std::memory_order_seq_cst); }
+  /// The nap is over: drains the eventfd.
+  void disarm();
+  /// A frame was queued for the engine (after the push): wakes it if it naps.
+  void ring();
+
+ private:
+  int fd_;
+  std::atomic<bool> armed_{false};
+};
+
 /// The rings between N engines: one per ordered pair, so each has one producer and one consumer.
 class SteeringGroup {
  public:
@@ -39,11 +62,13 @@ class SteeringGroup {
   uint32_t engines() const { return engines_; }
   const PortDirectory* ports() const { return ports_; }
   SpscRing<Packet>& ring(uint32_t from, uint32_t to) { return *rings_[from * engines_ + to]; }
+  Doorbell& doorbell(uint32_t engine) { return *doorbells_[engine]; }
 
  private:
   uint32_t engines_;
   const PortDirectory* ports_;
   std::vector<std::unique_ptr<SpscRing<Packet>>> rings_;
+  std::vector<std::unique_ptr<Doorbell>> doorbells_;
 };
 
 /// The engine that owns a received Ethernet frame (`engines` > 1), or kEveryEngine for ARP.
@@ -64,8 +89,8 @@ class SteeredDevice final : public Device {
   size_t rx_burst(std::span<Packet> out) override;
   size_t tx_burst(std::span<Packet> pkts) override { return queue_.tx_burst(pkts); }
   Packet alloc_tx() override { return queue_.alloc_tx(); }
-  /// Returns at once when another engine has forwarded a frame; otherwise the queue's wait. (A
-  /// frame forwarded during the wait waits for its end: the nap is bounded by idle_sleep_max.)
+  /// Returns at once when another engine has forwarded a frame; otherwise the queue's wait, which
+  /// a frame forwarded meanwhile cuts short (the doorbell).
   bool wait_rx(Duration max) override;
   bool wakes_on_rx() const override { return queue_.wakes_on_rx(); }
   bool buffers_scarce() const override { return queue_.buffers_scarce(); }

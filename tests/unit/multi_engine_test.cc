@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -17,6 +18,7 @@
 #include <tuple>
 #include <vector>
 
+#include "base/bytes.h"
 #include "base/flow_hash.h"
 #include "base/port_directory.h"
 #include "base/rng.h"
@@ -492,6 +494,42 @@ TEST(MultiEngine, FramesGoToTheOwnerOfTheirFlow) {
   frame[14 + 9] = 17;
   store_be16(ip + 6, 0x0010);  // offset 128 bytes
   EXPECT_EQ(dev::frame_owner(frame, 4, 0), engine_for_hash(flow_hash(kAddrB, kAddrA), 4));
+}
+
+TEST(MultiEngine, AFrameForwardedToANappingEngineWakesIt) {
+  ManualClock clock;
+  dev::MemoryWire wire(clock, 1, dev::test_caps(1), dev::test_caps(2));
+  dev::MemoryQueues queues(wire.a(), 2, Spread::kQueueZero);
+  dev::SteeringGroup group(2);
+  dev::SteeredDevice first(queues.queue(0), group, 0);
+  dev::SteeredDevice second(queues.queue(1), group, 1);
+  // A TCP segment of a flow engine 1 owns, arriving on queue 0.
+  std::vector<uint8_t> frame(14 + 20 + 20, 0);
+  frame[12] = 0x08;
+  uint8_t* ip = frame.data() + 14;
+  ip[0] = 0x45;
+  ip[9] = 6;
+  kAddrB.store(ip + 12);
+  kAddrA.store(ip + 16);
+  uint16_t port = 40000;
+  while (engine_for_hash(flow_hash(kAddrB, kAddrA, port, 80), 2) != 1) ++port;
+  store_be16(ip + 20, port);
+  store_be16(ip + 22, 80);
+
+  std::atomic<bool> woke{false};
+  std::thread napper([&] {
+    second.wait_rx(10s);  // the queue itself never wakes it: only the doorbell can, early
+    woke = true;
+  });
+  std::this_thread::sleep_for(20ms);  // (if the nap has not begun yet, it sees the ring and returns)
+  Packet p = Packet::copy_of(frame);
+  wire.b().tx_burst({&p, 1});
+  std::array<Packet, 4> out;
+  EXPECT_EQ(first.rx_burst(out), 0u) << "engine 0 keeps nothing of engine 1's flow";
+  for (int i = 0; i < 4000 && !woke; ++i) std::this_thread::sleep_for(1ms);
+  EXPECT_TRUE(woke) << "the nap went on although a frame was forwarded";
+  napper.join();
+  EXPECT_EQ(second.rx_burst(out), 1u);
 }
 
 TEST(SpscRing, HandsItemsFromOneThreadToAnotherInOrder) {
