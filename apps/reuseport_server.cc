@@ -35,22 +35,24 @@ int main(int argc, char** argv) {
   if (int status = app::parse_server_command_line(cli, argc, argv, kProgram, opt); status >= 0) return status;
 
   if (!app::start_backend(opt.common, kProgram, /*threaded=*/true)) return 1;
-  // One listener per thread. With --port 0 the first one's port is the one the others share.
+  // One listener and one epoll loop per thread. With --port 0 the first one's port is the one the
+  // others share. On ustack with several engines (USTACK_CORES), thread i's listener and epoll
+  // instance live on engine i mod N, so each engine accepts the connections that reach it.
   std::vector<int> listeners;
+  std::vector<app::ServerStats> stats(threads);  // one per thread: nothing shared
+  std::vector<std::unique_ptr<app::EpollEchoLoop>> loops;
   sockaddr_in addr = opt.addr;
-  while (listeners.size() < threads) {
+  bool serving = true;
+  for (unsigned i = 0; serving && i < threads; ++i) {
+    if (ustack::engines() > 1) ustack::set_thread_engine(static_cast<int>(i % static_cast<unsigned>(ustack::engines())));
     int fd = app::listen_tcp(kProgram, addr, opt.backlog, SOCK_NONBLOCK, /*reuseport=*/true);
     if (fd < 0) break;
     listeners.push_back(fd);
     addr.sin_port = app::local_addr(fd).sin_port;
-  }
-  std::vector<app::ServerStats> stats(threads);  // one per thread: nothing shared
-  std::vector<std::unique_ptr<app::EpollEchoLoop>> loops;
-  bool serving = listeners.size() == threads;
-  for (unsigned i = 0; serving && i < threads; ++i) {
     loops.push_back(std::make_unique<app::EpollEchoLoop>(kProgram, app::EpollEchoLoop::Trigger::kLevel, stats[i]));
-    serving = loops.back()->open(listeners[i]);
+    serving = loops.back()->open(fd);
   }
+  serving = serving && listeners.size() == threads;
 
   bool ok = false;
   if (serving) {
