@@ -26,6 +26,8 @@ class Ring {
   const T& operator[](size_t i) const { return slots_[(head_ + i) & (capacity_ - 1)]; }
   T& front() { return (*this)[0]; }
   T& back() { return (*this)[size_ - 1]; }
+  const T& front() const { return (*this)[0]; }
+  const T& back() const { return (*this)[size_ - 1]; }
 
   void push_back(T value) {
     if (size_ == capacity_) grow();

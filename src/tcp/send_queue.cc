@@ -71,7 +71,9 @@ SendQueue::Acked SendQueue::acknowledge(SeqNum ack, Instant) {
 }
 
 size_t SendQueue::index_of(SeqNum seq) const {
-  // Chunks are contiguous and ordered: the last one starting at or before seq holds it.
+  // Chunks are contiguous and ordered: the last one starting at or before seq holds it. New data
+  // goes out from the newest chunk, so look there before searching.
+  if (!chunks_.empty() && chunks_.back().seq <= seq) return chunks_.size() - 1;
   size_t lo = 0, hi = chunks_.size();
   while (hi - lo > 1) {
     const size_t mid = (lo + hi) / 2;
