@@ -96,6 +96,13 @@ std::optional<MtuRange> mtu_range(uint16_t port_id) {
   return r;
 }
 
+// RX/TX queue pairs the port can have: one per engine.
+std::optional<uint16_t> queue_pairs(uint16_t port_id) {
+  rte_eth_dev_info info;
+  if (rte_eth_dev_info_get(port_id, &info) != 0) return std::nullopt;
+  return std::min(info.max_rx_queues, info.max_tx_queues);
+}
+
 std::string describe_range(const MtuRange& r) {
   std::string out = "from " + std::to_string(r.min) + " to " + std::to_string(r.max);
   if (r.max_frame <= UINT16_MAX) out += " (frames up to " + std::to_string(r.max_frame) + " bytes)";
@@ -105,6 +112,15 @@ std::string describe_range(const MtuRange& r) {
 }  // namespace
 
 Result<OpenedDevice, std::string> open_device(const EngineConfig& config, const std::string& program) {
+  const std::string cores_key = "USTACK_CORES=" + std::to_string(config.cores);
+  if (config.cores < 1 || config.cores > UINT16_MAX) {
+    return unexpected(cores_key + ": one DPDK queue pair per engine, from 1 to " + std::to_string(UINT16_MAX));
+  }
+  // One capture file written by N engine threads would need a lock on every frame.
+  if (config.cores > 1 && !config.pcap.empty()) {
+    return unexpected(cores_key + " with USTACK_PCAP=" + config.pcap +
+                      ": a capture works with one engine only; unset USTACK_PCAP or set USTACK_CORES=1");
+  }
   if (auto busy = check_tap_free(config.dev)) return unexpected(std::move(*busy));
 
   auto args = dev::eal_args(program, config.dev, config.eal);
@@ -117,6 +133,7 @@ Result<OpenedDevice, std::string> open_device(const EngineConfig& config, const 
   std::shared_ptr<dev::Eal> guard = std::move(*eal);
 
   dev::DpdkPortConfig port_config;
+  port_config.queues = static_cast<uint16_t>(config.cores);
   port_config.mtu = config.stack.mtu;
   port_config.pcap_path = config.pcap;
 
@@ -124,13 +141,25 @@ Result<OpenedDevice, std::string> open_device(const EngineConfig& config, const 
   // it to use one, so that a refusal names USTACK_MTU and the device's limit.
   const std::string mtu_key = "USTACK_MTU=" + std::to_string(config.stack.mtu);
   std::optional<MtuRange> range;
+  std::optional<uint16_t> max_queues;
   uint16_t frame_mtu = config.stack.mtu;  // the MTU the buffers must hold
   uint16_t p;
   RTE_ETH_FOREACH_DEV(p) {
     port_config.port_id = p;
     range = mtu_range(p);
+    max_queues = queue_pairs(p);
     if (frame_mtu == 0 && rte_eth_dev_get_mtu(p, &frame_mtu) != 0) frame_mtu = 0;
     break;
+  }
+  if (max_queues && config.cores > *max_queues) {
+    std::string error = cores_key + ": the DPDK device '" + config.dev + "' has " + std::to_string(*max_queues) +
+                        " RX/TX queue pair" + (*max_queues == 1 ? "" : "s") +
+                        ", one per engine; set USTACK_CORES to at most " + std::to_string(*max_queues);
+    const std::string driver = lower(config.dev);
+    if (driver.starts_with("net_af_packet") || driver.starts_with("eth_af_packet")) {
+      error += ", or give net_af_packet more with qpairs=" + std::to_string(config.cores);
+    }
+    return unexpected(std::move(error));
   }
   if (config.stack.mtu != 0 && range && (config.stack.mtu < range->min || config.stack.mtu > range->max)) {
     return unexpected(mtu_key + ": the DPDK device '" + config.dev + "' takes an MTU " + describe_range(*range) +
@@ -153,12 +182,16 @@ Result<OpenedDevice, std::string> open_device(const EngineConfig& config, const 
                         (range ? " (it takes an MTU " + describe_range(*range) + ")" : std::string()) + ": " +
                         port.error());
     }
-    std::string error = "the DPDK device '" + config.dev + "' did not start (USTACK_DEV): " + port.error();
+    std::string error = "the DPDK device '" + config.dev + "' did not start (USTACK_DEV" +
+                        (config.cores > 1 ? ", with " + cores_key + " queue pairs" : std::string()) +
+                        "): " + port.error();
     if (about_mtu) error += " (that is the device's own MTU; USTACK_MTU sets a smaller one)";
     return unexpected(std::move(error));
   }
   OpenedDevice opened{std::move(guard), {}};
+  dev::DpdkPort& queue0 = **port;
   opened.queues.push_back(std::move(*port));
+  for (uint16_t q = 1; q < queue0.queues(); ++q) opened.queues.push_back(queue0.queue_device(q));
   return opened;
 }
 

@@ -26,15 +26,19 @@ bool handled_signal_pending(const sigset_t& mask) {
 
 }  // namespace
 
-SleepEnd sleep_interruptibly(Duration max, int fd) {
+SleepEnd sleep_interruptibly(Duration max, int fd, int also_fd) {
   if (max < Duration::zero()) max = Duration::zero();
   const int64_t ns = max.count();
   const timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
   sigset_t all, mask;
   sigfillset(&all);
   ::pthread_sigmask(SIG_BLOCK, &all, &mask);  // `mask`: the thread's own, let in during ppoll only
-  pollfd pfd{fd, POLLIN, 0};
-  const int n = ::ppoll(fd >= 0 ? &pfd : nullptr, fd >= 0 ? 1 : 0, &ts, &mask);
+  pollfd fds[2];
+  nfds_t nfds = 0;
+  for (int f : {fd, also_fd}) {
+    if (f >= 0) fds[nfds++] = pollfd{f, POLLIN, 0};
+  }
+  const int n = ::ppoll(nfds > 0 ? fds : nullptr, nfds, &ts, &mask);
   const bool interrupted = (n < 0 && errno == EINTR) || handled_signal_pending(mask);
   ::pthread_sigmask(SIG_SETMASK, &mask, nullptr);  // a pending handler runs here
   if (interrupted) return SleepEnd::kSignal;

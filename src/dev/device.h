@@ -37,7 +37,8 @@ enum class SleepEnd { kTimedOut, kReadable, kSignal };
 /// (ppoll with the thread's own mask), and a handled signal still pending when the sleep ends
 /// counts too. Signals that are ignored or take their default action do not count (Linux
 /// restarts or never interrupts for those). Never retries after EINTR.
-SleepEnd sleep_interruptibly(Duration max, int fd = -1);
+/// `also_fd` (when >= 0) is waited on too: kReadable when either is.
+SleepEnd sleep_interruptibly(Duration max, int fd = -1, int also_fd = -1);
 
 class Device {
  public:

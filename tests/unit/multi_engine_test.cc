@@ -350,7 +350,9 @@ TEST_P(OneListener, GetsEveryConnectionWhateverQueueItCameOn) {
   EXPECT_GT(not_hash_owned, 0u) << "every flow hashed to the listening engine: the test proves nothing";
   for (uint32_t i = 0; i < engines; ++i) {
     EXPECT_EQ(sim.engine(i).stats().tcp.tx_resets, 0u) << "engine " << i;
-    if (i != listening) EXPECT_EQ(sim.engine(i).stats().tcp.passive_opens, 0u) << "engine " << i;
+    if (i != listening) {
+      EXPECT_EQ(sim.engine(i).stats().tcp.passive_opens, 0u) << "engine " << i;
+    }
   }
   EXPECT_EQ(sim.peer().stats().tcp.tx_resets, 0u);
 }
@@ -384,7 +386,9 @@ TEST(MultiEngine, BoundUdpSocketReceivesFromEverySourcePort) {
     for (size_t k = 0; k < kSenders; ++k) {
       const std::array<uint8_t, 4> payload{static_cast<uint8_t>(k), 1, 2, 3};
       ASSERT_TRUE(sim.peer().udp().send(sim.now(), senders[k], payload, udp::Endpoint{kAddrA, 5353}));
-      if (k == 0) ASSERT_TRUE(sim.run(receive, [&] { return from_ports.size() == 1; }));
+      if (k == 0) {
+        ASSERT_TRUE(sim.run(receive, [&] { return from_ports.size() == 1; }));
+      }
     }
     ASSERT_TRUE(sim.run(receive, [&] { return from_ports.size() == kSenders; }))
         << "received from " << from_ports.size() << " of " << kSenders << " source ports";

@@ -17,10 +17,16 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
+#include <cinttypes>
 #include <climits>
 #include <cstring>
+#include <numeric>
+#include <string_view>
 #include <thread>
+
+#include "base/flow_hash.h"
 
 // `--log-level=ustack.dpdk:debug` turns this one up or down.
 RTE_LOG_REGISTER(ustack_dpdk_logtype, ustack.dpdk, NOTICE);
@@ -76,6 +82,55 @@ bool verified(uint64_t flags, uint64_t mask, uint64_t good, uint64_t none) {
   return v == good || v == none;
 }
 
+// IPv4 flows as base/flow_hash.h hashes them: TCP and UDP by the 4-tuple, the rest (fragments,
+// ICMP, other protocols) by the address pair. Where a PMD lists them apart (i40e), leaving out
+// fragments and "other" would put those on queue 0 instead of their owner's.
+constexpr uint64_t kRssFlowTypes = RTE_ETH_RSS_IPV4 | RTE_ETH_RSS_FRAG_IPV4 | RTE_ETH_RSS_NONFRAG_IPV4_TCP |
+                                   RTE_ETH_RSS_NONFRAG_IPV4_UDP | RTE_ETH_RSS_NONFRAG_IPV4_OTHER;
+
+// net_tap lists RSS flow types and a 40-byte key, accepts mq_mode RSS and ignores it: its RSS is
+// an rte_flow action (a BPF program in the kernel's tc, not set up here). The kernel's tun driver
+// picks the queue of each frame it sends into the TAP (its own flow hash, or the queue that flow
+// last came from).
+bool ignores_rss_configuration(const rte_eth_dev_info& info) {
+  return std::string_view(info.driver_name) == "net_tap";
+}
+
+// True when a table of `reta_size` entries filled by DpdkPort::set_redirection_table sends every
+// hash where engine_for_hash does: always with 128 entries or a multiple; a smaller table only
+// when its period agrees.
+bool redirects_as_engine_for_hash(uint32_t reta_size, uint32_t queues) {
+  if (reta_size == 0) return false;
+  const uint32_t period = std::lcm(reta_size, kRedirectionEntries);
+  for (uint32_t hash = 0; hash < period; ++hash) {
+    if (engine_for_hash(hash % reta_size, queues) != engine_for_hash(hash, queues)) return false;
+  }
+  return true;
+}
+
+// Each queue's ring when several split DpdkPortConfig's descriptors: a ring still holds several
+// bursts of 32 while its engine is busy elsewhere.
+uint16_t queue_descriptors(uint16_t configured, uint16_t queues) {
+  if (queues <= 1) return configured;
+  return std::max<uint16_t>(configured / queues, std::min(configured, kMinQueueDescriptors));
+}
+
+// config.mempool_size is sized for one queue: its rings and an lcore cache, the rest in flight
+// (socket buffers, retransmission queues). Each further queue adds its rings beyond what the one
+// queue's took and a cache of its own, so the room in flight stays what one queue has (the
+// engines share it; buffers_scarce() makes them copy out when it runs low). Splitting the
+// descriptors instead of giving each queue 1024 keeps this modest under -m 512: 2 queues take
+// 8575 mbufs, 8 take 12,927, 16 take 20,095 (about 48 MB of 2 KiB buffers, 190 MB of the 9 KiB
+// ones MTU 9000 needs), against 8191 for one.
+uint32_t pool_size(const DpdkPortConfig& config, uint16_t rx_desc, uint16_t tx_desc) {
+  const uint64_t queues = config.queues;
+  const uint64_t one_queue_rings = uint64_t{config.rx_descriptors} + config.tx_descriptors;
+  const uint64_t rings = queues * (uint64_t{rx_desc} + tx_desc);
+  const uint64_t caches = (queues - 1) * config.mempool_cache * 3 / 2;  // a cache grows to 1.5x before it flushes
+  const uint64_t size = config.mempool_size + caches + (rings > one_queue_rings ? rings - one_queue_rings : 0);
+  return static_cast<uint32_t>(std::min<uint64_t>(size, UINT32_MAX));
+}
+
 }  // namespace
 
 void DpdkPort::MbufBridge::release(void* handle) { rte_pktmbuf_free(static_cast<rte_mbuf*>(handle)); }
@@ -96,15 +151,59 @@ DpdkPort::MbufBridge& DpdkPort::bridge() {
   return bridge;
 }
 
+// One RX/TX queue pair's state. Separate cache lines: queues run on different threads.
+struct alignas(64) DpdkPort::Queue {
+  explicit Queue(uint16_t queue_id) : id(queue_id) {}
+  const uint16_t id;
+  DevStats* stats = nullptr;
+  int epfd = -1;
+  bool rx_intr = false;  // the queue's RX interrupt is in epfd
+  int doorbell = -1;     // Device::set_doorbell: wait_rx waits on it too
+  Counter rx_dropped_multiseg;
+};
+
+// Queue k of a port as a Device of its own; the port does the work.
+class DpdkPort::QueueDevice final : public Device {
+ public:
+  QueueDevice(DpdkPort& port, Queue& queue)
+      : port_(port), queue_(queue), name_(port.name_ + " queue " + std::to_string(queue.id)),
+        live_views_(port.live_views_) {
+    ++*live_views_;
+  }
+  ~QueueDevice() override { --*live_views_; }
+
+  const DeviceCaps& caps() const override { return port_.caps_; }
+  size_t rx_burst(std::span<Packet> out) override { return port_.rx_burst(queue_, out); }
+  size_t tx_burst(std::span<Packet> pkts) override { return port_.tx_burst(queue_, pkts); }
+  Packet alloc_tx() override { return port_.alloc_tx(queue_); }
+  bool wait_rx(Duration max) override { return port_.wait_rx(queue_, max); }
+  bool wakes_on_rx() const override { return queue_.rx_intr; }
+  bool buffers_scarce() const override { return port_.buffers_scarce(); }
+  void attach_stats(DevStats* stats) override { queue_.stats = stats; }
+  void set_doorbell(int fd) override { queue_.doorbell = fd; }
+  std::string name() const override { return name_; }
+
+ private:
+  DpdkPort& port_;
+  Queue& queue_;
+  std::string name_;
+  std::shared_ptr<std::atomic<int>> live_views_;
+};
+
+DpdkPort::DpdkPort() = default;
+
 Result<std::unique_ptr<DpdkPort>, std::string> DpdkPort::open(const DpdkPortConfig& config) {
   std::unique_ptr<DpdkPort> port(new DpdkPort());
   if (auto error = port->setup(config)) return unexpected(std::move(*error));  // ~DpdkPort undoes
   return port;
 }
 
-std::optional<std::string> DpdkPort::setup(const DpdkPortConfig& config) {
-  stats_ = config.stats;
+std::unique_ptr<Device> DpdkPort::queue_device(uint16_t queue) {
+  if (queue >= queues_.size()) return nullptr;
+  return std::make_unique<QueueDevice>(*this, *queues_[queue]);
+}
 
+std::optional<std::string> DpdkPort::setup(const DpdkPortConfig& config) {
   // The port.
   if (config.port_id) {
     if (!rte_eth_dev_is_valid_port(*config.port_id)) return "no DPDK port " + std::to_string(*config.port_id);
@@ -126,13 +225,21 @@ std::optional<std::string> DpdkPort::setup(const DpdkPortConfig& config) {
   int socket = rte_eth_dev_socket_id(port_id_);
   if (socket < 0) socket = static_cast<int>(rte_socket_id());  // vdevs have no NUMA node
 
-  // The mempool. Frames must fit in one mbuf: no scatter.
-  if (config.data_room <= RTE_PKTMBUF_HEADROOM) return std::string("data_room must exceed RTE_PKTMBUF_HEADROOM");
-  const std::string pool_name = "ustack_p" + std::to_string(port_id_);
-  pool_ = rte_pktmbuf_pool_create(pool_name.c_str(), config.mempool_size, config.mempool_cache, 0,
-                                  config.data_room, socket);
-  if (!pool_) return dpdk_error(("rte_pktmbuf_pool_create(" + pool_name + ")").c_str(), rte_errno);
+  const uint16_t queues = config.queues;
+  if (queues == 0) return std::string("0 queues asked for; a port needs at least one");
+  if (queues > info.max_rx_queues || queues > info.max_tx_queues) {
+    return std::to_string(queues) + " queue pairs asked for, " + name_ + " (" + info.driver_name + ") has at most " +
+           std::to_string(info.max_rx_queues) + " RX and " + std::to_string(info.max_tx_queues) + " TX queues";
+  }
+  if (queues > 1 && !config.pcap_path.empty()) {
+    return "a capture (" + config.pcap_path + ") needs a single queue: " + std::to_string(queues) +
+           " queues would write it from as many threads";
+  }
+  for (uint16_t q = 0; q < queues; ++q) queues_.push_back(std::make_unique<Queue>(q));
+  queues_[0]->stats = config.stats;
 
+  // Frames must fit in one mbuf: no scatter.
+  if (config.data_room <= RTE_PKTMBUF_HEADROOM) return std::string("data_room must exceed RTE_PKTMBUF_HEADROOM");
   uint16_t mtu = config.mtu;
   if (mtu == 0 && rte_eth_dev_get_mtu(port_id_, &mtu) != 0) mtu = RTE_ETHER_MTU;
   const uint32_t max_frame = mtu + RTE_ETHER_HDR_LEN + RTE_VLAN_HLEN + RTE_ETHER_CRC_LEN;
@@ -142,35 +249,33 @@ std::optional<std::string> DpdkPort::setup(const DpdkPortConfig& config) {
            " (no scatter)";
   }
 
-  // One queue pair, checksum offloads where the PMD has them, RX interrupts if it can.
-  rte_eth_conf conf{};
-  conf.rxmode.mtu = mtu;  // 0 would make rte_eth_dev_configure reset it to 1500
-  conf.rxmode.offloads = info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_CHECKSUM;
-  conf.txmode.offloads = info.tx_offload_capa & kTxChecksumOffloads;
-  conf.intr_conf.rxq = config.rx_interrupts ? 1 : 0;
-  int ret = rte_eth_dev_configure(port_id_, 1, 1, &conf);
-  if (ret < 0 && conf.intr_conf.rxq) {
-    conf.intr_conf.rxq = 0;
-    ret = rte_eth_dev_configure(port_id_, 1, 1, &conf);
-  }
-  if (ret < 0) return dpdk_error("rte_eth_dev_configure", ret);
-  configured_ = true;
-  rx_checksum_ = conf.rxmode.offloads != 0;
-  tx_offloads_ = conf.txmode.offloads;
+  if (auto error = configure(config, info, mtu)) return error;
 
-  uint16_t rx_desc = config.rx_descriptors, tx_desc = config.tx_descriptors;
-  if (ret = rte_eth_dev_adjust_nb_rx_tx_desc(port_id_, &rx_desc, &tx_desc); ret < 0) {
-    return dpdk_error("rte_eth_dev_adjust_nb_rx_tx_desc", ret);
+  uint16_t rx_desc = queue_descriptors(config.rx_descriptors, queues);
+  uint16_t tx_desc = queue_descriptors(config.tx_descriptors, queues);
+  int ret = rte_eth_dev_adjust_nb_rx_tx_desc(port_id_, &rx_desc, &tx_desc);
+  if (ret < 0) return dpdk_error("rte_eth_dev_adjust_nb_rx_tx_desc", ret);
+
+  // The mempool, which every RX queue fills from.
+  const std::string pool_name = "ustack_p" + std::to_string(port_id_);
+  const uint32_t pool_mbufs = pool_size(config, rx_desc, tx_desc);
+  pool_ = rte_pktmbuf_pool_create(pool_name.c_str(), pool_mbufs, config.mempool_cache, 0, config.data_room, socket);
+  if (!pool_) {
+    return dpdk_error(("rte_pktmbuf_pool_create(" + pool_name + ", " + std::to_string(pool_mbufs) + " mbufs)").c_str(),
+                      rte_errno);
   }
+
   rte_eth_rxconf rxconf = info.default_rxconf;
-  rxconf.offloads = conf.rxmode.offloads;
-  if (ret = rte_eth_rx_queue_setup(port_id_, 0, rx_desc, socket, &rxconf, pool_); ret < 0) {
-    return dpdk_error("rte_eth_rx_queue_setup", ret);
-  }
+  rxconf.offloads = rx_checksum_ ? info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_CHECKSUM : 0;
   rte_eth_txconf txconf = info.default_txconf;
-  txconf.offloads = conf.txmode.offloads;
-  if (ret = rte_eth_tx_queue_setup(port_id_, 0, tx_desc, socket, &txconf); ret < 0) {
-    return dpdk_error("rte_eth_tx_queue_setup", ret);
+  txconf.offloads = tx_offloads_;
+  for (uint16_t q = 0; q < queues; ++q) {
+    if (ret = rte_eth_rx_queue_setup(port_id_, q, rx_desc, socket, &rxconf, pool_); ret < 0) {
+      return dpdk_error(("rte_eth_rx_queue_setup(queue " + std::to_string(q) + ")").c_str(), ret);
+    }
+    if (ret = rte_eth_tx_queue_setup(port_id_, q, tx_desc, socket, &txconf); ret < 0) {
+      return dpdk_error(("rte_eth_tx_queue_setup(queue " + std::to_string(q) + ")").c_str(), ret);
+    }
   }
   // rte_eth_dev_configure records the MTU; only this call makes the PMD apply it (net_tap sets
   // the kernel interface's MTU here).
@@ -182,26 +287,33 @@ std::optional<std::string> DpdkPort::setup(const DpdkPortConfig& config) {
   // this says; it only sets IFF_PROMISC on the kernel side. Some PMDs cannot change it (ENOTSUP).
   rte_eth_promiscuous_disable(port_id_);
 
+  // Before the start, so that the first frames land right (the ixgbe family keeps a table set
+  // then rather than refill it round robin at start); again after it for PMDs that take one only
+  // when started.
+  bool table_set = symmetric_rss_ && set_redirection_table(info);
   if (ret = rte_eth_dev_start(port_id_); ret < 0) return dpdk_error("rte_eth_dev_start", ret);
   started_ = true;
+  if (symmetric_rss_ && !table_set) table_set = set_redirection_table(info);
+  if (symmetric_rss_) {
+    const bool owners = table_set && redirects_as_engine_for_hash(info.reta_size, queues);
+    rte_log(RTE_LOG_INFO, ustack_dpdk_logtype, "USTACK: %s: redirection table of %u entries %s\n", name_.c_str(),
+            info.reta_size,
+            owners ? "as engine_for_hash reads it: each frame lands on its flow owner's queue"
+                   : "not as engine_for_hash reads it: a flow's frames share a queue, software steering forwards "
+                     "them when it is not the owner's");
+  }
 
-  // RX interrupts into an epoll set of our own (not RTE_EPOLL_PER_THREAD): wait_rx() then works
-  // from whichever thread runs the engine, not only the one that opened the port. net_null and
-  // net_ring have none; this fails with ENOTSUP/EPERM and wait_rx() sleeps instead.
-  if (conf.intr_conf.rxq) {
-    epfd_ = epoll_create1(EPOLL_CLOEXEC);
+  // RX interrupts into an epoll set per queue (not RTE_EPOLL_PER_THREAD): wait_rx() then works
+  // from whichever thread runs the queue's engine, not only the one that opened the port, and
+  // wakes only for its own queue. net_null and net_ring have none; this fails with
+  // ENOTSUP/EPERM and wait_rx() sleeps instead.
+  if (rx_interrupts_) {
     // ethdev logs an error ("Rx Intr handle unset") for a PMD without interrupts: not one here.
     const int ethdev_log = rte_log_register("lib.ethdev");
     const int ethdev_level = ethdev_log >= 0 ? rte_log_get_level(ethdev_log) : -1;
     if (ethdev_level >= 0) rte_log_set_level(ethdev_log, RTE_LOG_CRIT);
-    ret = epfd_ >= 0 ? rte_eth_dev_rx_intr_ctl_q(port_id_, 0, epfd_, RTE_INTR_EVENT_ADD, nullptr) : -errno;
+    for (auto& q : queues_) enable_rx_interrupts(*q);
     if (ethdev_level >= 0) rte_log_set_level(ethdev_log, static_cast<uint32_t>(ethdev_level));
-    if (ret == 0) {
-      rx_intr_ = true;
-    } else if (epfd_ >= 0) {
-      ::close(epfd_);
-      epfd_ = -1;
-    }
   }
 
   // The link: wait a little (a TAP is up at once; a NIC may take a second or more), never fail.
@@ -248,6 +360,110 @@ std::optional<std::string> DpdkPort::setup(const DpdkPortConfig& config) {
   return std::nullopt;
 }
 
+// Tries RSS and RX interrupts, then without each, then without both: a PMD refuses either, and
+// neither is needed for correctness (software steering, sleeping waits).
+std::optional<std::string> DpdkPort::configure(const DpdkPortConfig& config, const rte_eth_dev_info& info,
+                                               uint16_t mtu) {
+  const uint16_t queues = config.queues;
+  const uint64_t rss_types = info.flow_type_rss_offloads & kRssFlowTypes;
+  const bool want_rss = queues > 1 && rss_types != 0 && !ignores_rss_configuration(info);
+  // hash_key_size 0: the PMD does not say (net_null); it takes 40 bytes like nearly all.
+  const bool key_fits = info.hash_key_size == kSymmetricRssKey.size() || info.hash_key_size == 0;
+  std::array<uint8_t, 40> key = kSymmetricRssKey;  // rte_eth_rss_conf points to a mutable key
+
+  rte_eth_conf conf{};
+  conf.rxmode.mtu = mtu;  // 0 would make rte_eth_dev_configure reset it to 1500
+  conf.rxmode.offloads = info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_CHECKSUM;
+  conf.txmode.offloads = info.tx_offload_capa & kTxChecksumOffloads;
+  auto attempt = [&](bool rss, bool interrupts) {
+    conf.rxmode.mq_mode = rss ? RTE_ETH_MQ_RX_RSS : RTE_ETH_MQ_RX_NONE;
+    conf.rx_adv_conf.rss_conf = {};
+    if (rss) {
+      conf.rx_adv_conf.rss_conf.rss_hf = rss_types;
+      if (key_fits) {
+        conf.rx_adv_conf.rss_conf.rss_key = key.data();
+        conf.rx_adv_conf.rss_conf.rss_key_len = static_cast<uint8_t>(key.size());
+      }
+    }
+    conf.intr_conf.rxq = interrupts ? 1 : 0;
+    return rte_eth_dev_configure(port_id_, queues, queues, &conf);
+  };
+  int ret = attempt(want_rss, config.rx_interrupts);
+  if (ret < 0 && config.rx_interrupts) ret = attempt(want_rss, false);
+  int rss_refused = 0;
+  if (ret < 0 && want_rss) {
+    rss_refused = ret;
+    ret = attempt(false, config.rx_interrupts);
+    if (ret < 0 && config.rx_interrupts) ret = attempt(false, false);
+  }
+  if (ret < 0) {
+    std::string call = "rte_eth_dev_configure";
+    if (queues > 1) call += " (" + std::to_string(queues) + " queue pairs)";
+    return dpdk_error(call.c_str(), ret);
+  }
+  configured_ = true;
+  rx_checksum_ = conf.rxmode.offloads != 0;
+  tx_offloads_ = conf.txmode.offloads;
+  rx_interrupts_ = conf.intr_conf.rxq != 0;
+  const bool rss = conf.rxmode.mq_mode == RTE_ETH_MQ_RX_RSS;
+  symmetric_rss_ = rss && key_fits;
+
+  if (queues == 1) return std::nullopt;
+  const char* dev = name_.c_str();
+  if (symmetric_rss_) {
+    rte_log(RTE_LOG_INFO, ustack_dpdk_logtype,
+            "USTACK: %s: %u queues, symmetric RSS (Toeplitz under the 0x6d5a key, flow types 0x%" PRIx64 ")\n", dev,
+            queues, rss_types);
+  } else if (rss) {
+    rte_log(RTE_LOG_INFO, ustack_dpdk_logtype,
+            "USTACK: %s: %u queues, RSS under the PMD's own %u-byte key, not symmetric: software steering forwards "
+            "what lands on another engine's queue\n",
+            dev, queues, info.hash_key_size);
+  } else {
+    const char* why = rss_refused != 0                  ? "the PMD refused the RSS configuration"
+                      : ignores_rss_configuration(info) ? "net_tap ignores RSS; the kernel picks the queue"
+                                                        : "the PMD has no RSS for IPv4";
+    rte_log(RTE_LOG_INFO, ustack_dpdk_logtype,
+            "USTACK: %s: %u queues without RSS (%s%s%s): software steering forwards what lands on another engine's "
+            "queue\n",
+            dev, queues, why, rss_refused ? ": " : "", rss_refused ? rte_strerror(-rss_refused) : "");
+  }
+  return std::nullopt;
+}
+
+// Fills the redirection table as engine_for_hash reads one (entry e holds queue e % 128 % N),
+// rather than trusting the PMD's round robin over however many entries it has (512 on i40e:
+// hash % 512 % N is not hash % 128 % N unless N divides 128). False when the PMD refuses.
+bool DpdkPort::set_redirection_table(const rte_eth_dev_info& info) {
+  const uint32_t size = info.reta_size;
+  if (size == 0 || size % RTE_ETH_RETA_GROUP_SIZE != 0) return false;
+  std::vector<rte_eth_rss_reta_entry64> table(size / RTE_ETH_RETA_GROUP_SIZE);
+  for (uint32_t i = 0; i < size; ++i) {
+    auto& group = table[i / RTE_ETH_RETA_GROUP_SIZE];
+    group.mask |= uint64_t{1} << (i % RTE_ETH_RETA_GROUP_SIZE);
+    group.reta[i % RTE_ETH_RETA_GROUP_SIZE] = static_cast<uint16_t>(engine_for_hash(i, queues()));
+  }
+  return rte_eth_dev_rss_reta_update(port_id_, table.data(), static_cast<uint16_t>(size)) == 0;
+}
+
+void DpdkPort::enable_rx_interrupts(Queue& q) {
+  q.epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (q.epfd < 0) return;
+  if (rte_eth_dev_rx_intr_ctl_q(port_id_, q.id, q.epfd, RTE_INTR_EVENT_ADD, nullptr) == 0) {
+    q.rx_intr = true;
+  } else {
+    ::close(q.epfd);
+    q.epfd = -1;
+  }
+}
+
+void DpdkPort::disable_rx_interrupts(Queue& q) {
+  if (q.rx_intr) rte_eth_dev_rx_intr_ctl_q(port_id_, q.id, q.epfd, RTE_INTR_EVENT_DEL, nullptr);
+  q.rx_intr = false;
+  if (q.epfd >= 0) ::close(q.epfd);
+  q.epfd = -1;
+}
+
 DpdkPort::~DpdkPort() {
   const size_t in_use = close();
   if (in_use != 0 && pool_) {
@@ -264,15 +480,17 @@ DpdkPort::~DpdkPort() {
 size_t DpdkPort::close() {
   if (!closed_) {
     closed_ = true;
+    if (const int views = live_views_->load(); views != 0) {
+      rte_log(RTE_LOG_ERR, ustack_dpdk_logtype,
+              "USTACK: %s: closed while %d queue views remain (destroy them first: they may still poll)\n",
+              name_.c_str(), views);
+    }
     if (pcap_) {
       rte_pcapng_write_stats(pcap_, port_id_, nullptr, 0, 0, pcap_written_, pcap_dropped_);
       rte_pcapng_close(pcap_);  // closes the fd too
       pcap_ = nullptr;
     }
-    if (rx_intr_) rte_eth_dev_rx_intr_ctl_q(port_id_, 0, epfd_, RTE_INTR_EVENT_DEL, nullptr);
-    rx_intr_ = false;
-    if (epfd_ >= 0) ::close(epfd_);
-    epfd_ = -1;
+    for (auto& q : queues_) disable_rx_interrupts(*q);
     if (started_) rte_eth_dev_stop(port_id_);
     started_ = false;
     // Closing frees the queues and the mbufs the PMD holds; for a vdev it also releases the port.
@@ -284,26 +502,44 @@ size_t DpdkPort::close() {
 
 size_t DpdkPort::mbufs_in_use() const { return pool_ ? rte_mempool_in_use_count(pool_) : 0; }
 
+uint64_t DpdkPort::rx_dropped_multiseg() const {
+  uint64_t total = 0;
+  for (const auto& q : queues_) total += q->rx_dropped_multiseg;
+  return total;
+}
+
+size_t DpdkPort::rx_burst(std::span<Packet> out) { return rx_burst(*queues_[0], out); }
+size_t DpdkPort::tx_burst(std::span<Packet> pkts) { return tx_burst(*queues_[0], pkts); }
+Packet DpdkPort::alloc_tx() { return alloc_tx(*queues_[0]); }
+bool DpdkPort::wait_rx(Duration max) { return wait_rx(*queues_[0], max); }
+bool DpdkPort::wakes_on_rx() const { return !queues_.empty() && queues_[0]->rx_intr; }
+void DpdkPort::set_doorbell(int fd) { queues_[0]->doorbell = fd; }
+
+void DpdkPort::attach_stats(DevStats* stats) {
+  if (!queues_.empty()) queues_[0]->stats = stats;
+}
+
 Packet DpdkPort::wrap(rte_mbuf* m) {
   return Packet(static_cast<uint8_t*>(m->buf_addr), m->buf_len, m->data_off, m->data_len, m, &bridge());
 }
 
-size_t DpdkPort::rx_burst(std::span<Packet> out) {
+size_t DpdkPort::rx_burst(Queue& q, std::span<Packet> out) {
   if (!started_) return 0;
+  DevStats* const stats = q.stats;
   size_t n = 0;
   uint64_t bytes = 0;
   while (n < out.size()) {
     rte_mbuf* mbufs[kBurst];
     const uint16_t want = static_cast<uint16_t>(std::min<size_t>(kBurst, out.size() - n));
-    const uint16_t got = rte_eth_rx_burst(port_id_, 0, mbufs, want);
+    const uint16_t got = rte_eth_rx_burst(port_id_, q.id, mbufs, want);
     if (got == 0) break;
-    if (pcap_) capture(mbufs, got, false);
+    if (pcap_) capture(q, mbufs, got, false);
     for (uint16_t i = 0; i < got; ++i) {
       rte_mbuf* m = mbufs[i];
       if (m->nb_segs != 1) {  // no scatter is configured; a PMD that chains anyway loses the frame
         rte_pktmbuf_free(m);
-        ++rx_dropped_multiseg_;
-        if (stats_) stats_->rx_dropped_multisegment.inc();
+        ++q.rx_dropped_multiseg;
+        if (stats) stats->rx_dropped_multisegment.inc();
         continue;
       }
       Packet p = wrap(m);
@@ -318,17 +554,17 @@ size_t DpdkPort::rx_burst(std::span<Packet> out) {
     }
     if (got < want) break;
   }
-  if (stats_ && n) {
-    stats_->rx_frames.inc(n);
-    stats_->rx_bytes.inc(bytes);
+  if (stats && n) {
+    stats->rx_frames.inc(n);
+    stats->rx_bytes.inc(bytes);
   }
   return n;
 }
 
-Packet DpdkPort::alloc_tx() {
+Packet DpdkPort::alloc_tx(Queue& q) {
   rte_mbuf* m = started_ ? rte_pktmbuf_alloc(pool_) : nullptr;
   if (!m) {
-    if (stats_) stats_->tx_alloc_failed.inc();
+    if (q.stats) q.stats->tx_alloc_failed.inc();
     return Packet();
   }
   return wrap(m);  // data_off = RTE_PKTMBUF_HEADROOM, length 0
@@ -336,7 +572,7 @@ Packet DpdkPort::alloc_tx() {
 
 // Takes `p` (it is empty afterwards) and returns its frame as an mbuf ready for the PMD, or
 // nullptr (counted) when there is no buffer for a heap packet.
-rte_mbuf* DpdkPort::to_mbuf(Packet& p) {
+rte_mbuf* DpdkPort::to_mbuf(Queue& q, Packet& p) {
   const TxOffload ol = p.tx_offload;
   rte_mbuf* m;
   if (p.pool() == &bridge()) {  // one of ours (any DpdkPort's): hand over the mbuf itself
@@ -351,7 +587,7 @@ rte_mbuf* DpdkPort::to_mbuf(Packet& p) {
     char* dst = m && p.size() <= UINT16_MAX ? rte_pktmbuf_append(m, static_cast<uint16_t>(p.size())) : nullptr;
     if (!dst) {  // no mbuf, or the frame is bigger than one
       if (m) rte_pktmbuf_free(m);
-      if (stats_) stats_->tx_alloc_failed.inc();
+      if (q.stats) q.stats->tx_alloc_failed.inc();
       p = Packet();
       return nullptr;
     }
@@ -388,7 +624,8 @@ rte_mbuf* DpdkPort::to_mbuf(Packet& p) {
   return m;
 }
 
-size_t DpdkPort::tx_burst(std::span<Packet> pkts) {
+size_t DpdkPort::tx_burst(Queue& q, std::span<Packet> pkts) {
+  DevStats* const stats = q.stats;
   size_t queued = 0;
   size_t i = 0;
   while (i < pkts.size()) {
@@ -401,26 +638,26 @@ size_t DpdkPort::tx_burst(std::span<Packet> pkts) {
         pkts[i] = Packet();
         continue;
       }
-      if (rte_mbuf* m = to_mbuf(pkts[i])) {
+      if (rte_mbuf* m = to_mbuf(q, pkts[i])) {
         lengths[k] = m->pkt_len;
         mbufs[k++] = m;
       }
     }
     if (k == 0) continue;
-    if (pcap_) capture(mbufs, k, true);
+    if (pcap_) capture(q, mbufs, k, true);
     uint16_t sent = 0;
     for (int attempt = 0; attempt < kTxAttempts && sent < k; ++attempt) {
-      sent += rte_eth_tx_burst(port_id_, 0, mbufs + sent, k - sent);
+      sent += rte_eth_tx_burst(port_id_, q.id, mbufs + sent, k - sent);
     }
     if (sent < k) {
       rte_pktmbuf_free_bulk(mbufs + sent, k - sent);
-      if (stats_) stats_->tx_dropped_queue_full.inc(k - sent);
+      if (stats) stats->tx_dropped_queue_full.inc(k - sent);
     }
-    if (stats_ && sent) {
+    if (stats && sent) {
       uint64_t bytes = 0;
       for (uint16_t j = 0; j < sent; ++j) bytes += lengths[j];
-      stats_->tx_frames.inc(sent);
-      stats_->tx_bytes.inc(bytes);
+      stats->tx_frames.inc(sent);
+      stats->tx_bytes.inc(bytes);
     }
     queued += sent;
   }
@@ -441,24 +678,24 @@ void DpdkPort::prime_pcapng_clock() {
   rte_pktmbuf_free(probe);
 }
 
-void DpdkPort::capture(rte_mbuf* const* mbufs, uint16_t n, bool outbound) {
+void DpdkPort::capture(Queue& q, rte_mbuf* const* mbufs, uint16_t n, bool outbound) {
   rte_mbuf* copies[kBurst];
   uint16_t k = 0;
   const uint64_t now = rte_get_tsc_cycles();  // 22.11's rte_pcapng_copy wants TSC cycles
   const auto direction = outbound ? RTE_PCAPNG_DIRECTION_OUT : RTE_PCAPNG_DIRECTION_IN;
   for (uint16_t i = 0; i < n && k < kBurst; ++i) {
-    rte_mbuf* c = rte_pcapng_copy(port_id_, 0, mbufs[i], pcap_pool_, UINT32_MAX, now, direction);
+    rte_mbuf* c = rte_pcapng_copy(port_id_, q.id, mbufs[i], pcap_pool_, UINT32_MAX, now, direction);
     if (c) {
       copies[k++] = c;
     } else {
       ++pcap_dropped_;
-      if (stats_) stats_->pcap_dropped.inc();
+      if (q.stats) q.stats->pcap_dropped.inc();
     }
   }
   if (k == 0) return;
   if (rte_pcapng_write_packets(pcap_, copies, k) < 0) {
     pcap_dropped_ += k;
-    if (stats_) stats_->pcap_dropped.inc(k);
+    if (q.stats) q.stats->pcap_dropped.inc(k);
   } else {
     pcap_written_ += k;
   }
@@ -479,18 +716,19 @@ void DpdkPort::capture(rte_mbuf* const* mbufs, uint16_t n, bool outbound) {
 // EINTR, and even rte_epoll_wait_interruptible() cannot tell a signal that lands as the timeout
 // ends. When the set is readable, rte_epoll_wait_interruptible() with no timeout then takes the
 // event the way DPDK expects (its status and callback).
-bool DpdkPort::wait_rx(Duration max) {
+bool DpdkPort::wait_rx(Queue& q, Duration max) {
   if (max <= Duration::zero()) return false;
-  if (!rx_intr_) return Device::wait_rx(max);
+  if (!q.rx_intr) return sleep_interruptibly(max, q.doorbell) == SleepEnd::kSignal;
   // net_tap has no per-queue enable (ENOTSUP): its queue's fd stays in the epoll set, armed.
-  const int enabled = rte_eth_dev_rx_intr_enable(port_id_, 0);
-  if (enabled != 0 && enabled != -ENOTSUP) return Device::wait_rx(max);
-  const SleepEnd end = sleep_interruptibly(max, epfd_);
+  const int enabled = rte_eth_dev_rx_intr_enable(port_id_, q.id);
+  if (enabled != 0 && enabled != -ENOTSUP) return sleep_interruptibly(max, q.doorbell) == SleepEnd::kSignal;
+  // The doorbell stays out of the epoll set: DPDK reads every event there as one of its own.
+  const SleepEnd end = sleep_interruptibly(max, q.epfd, q.doorbell);
   if (end != SleepEnd::kTimedOut) {
     rte_epoll_event event{};
-    rte_epoll_wait_interruptible(epfd_, &event, 1, 0);
+    rte_epoll_wait_interruptible(q.epfd, &event, 1, 0);
   }
-  if (enabled == 0) rte_eth_dev_rx_intr_disable(port_id_, 0);
+  if (enabled == 0) rte_eth_dev_rx_intr_disable(port_id_, q.id);
   return end == SleepEnd::kSignal;
 }
 
