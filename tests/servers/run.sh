@@ -31,6 +31,9 @@
 #   5. SIGTERM: the server must exit 0 (within 5 s).
 # fork-server on ustack must refuse to start (exit status 3, a message naming fork): that is its
 # documented behaviour, reported as "refused (documented)".
+# On ustack, reuseport-server and epoll-server run a second time with USTACK_CORES=2 (two engines
+# on two queues of the TAP): "(2 engines)" in the table. epoll-server listens once, on one engine,
+# which must get every connection whichever queue it came on; reuseport-server listens on both.
 # A summary table (design, backend, result, seconds, requests/s) is printed at the end.
 #
 # Everything (namespaces, TAPs, processes, temp files) is removed on exit, also on failure; the
@@ -195,6 +198,8 @@ setup_tap() {
   ip -n "$NS_SERVER" link set ust0 up
 }
 
+SERVER_ENV=()  # more VAR=value for the ustack server (the two-engine runs)
+
 # start_server NAME APP ARGS...: the app on this run's backend; waits for "serving" (30 s) and on
 # ustack sets up the TAP. Sets SERVER_PID (the app itself: ip netns exec and env exec it) and
 # SERVER_LOG.
@@ -204,7 +209,7 @@ start_server() {
   SERVER_LOG="$TMP/$name.log"
   if [[ "$BACKEND" == ustack ]]; then
     ip netns exec "$NS_SERVER" env USTACK_DEV=net_tap0,iface=ust0 USTACK_IP="$SERVER_IP/24" \
-      USTACK_EAL="${USTACK_EAL:-}" "$APPS/$app" --stack ustack --stats "$@" >"$SERVER_LOG" 2>&1 &
+      USTACK_EAL="${USTACK_EAL:-}" "${SERVER_ENV[@]}" "$APPS/$app" --stack ustack --stats "$@" >"$SERVER_LOG" 2>&1 &
   else
     ip netns exec "$NS_SERVER" "$APPS/$app" --stack kernel "$@" >"$SERVER_LOG" 2>&1 &
   fi
@@ -445,9 +450,26 @@ run_design() {
   log "$label holds (kernel sockets, ustack descriptors, TCP connections, TIME-WAIT): before $before, after $(snapshot "$SERVER_PID")"
   stop_server
   stop_why=$STOP_WHY
+  ((${#SERVER_ENV[@]} == 0)) || stop_why=$(printf '%s\n' "$stop_why" "$(engines_check "$design" "$SERVER_LOG")")
   secs=$(elapsed "$t0")
   why=$(printf '%s\n' "$why" "$leak" "$stop_why" | awk 'NF { printf "%s%s", (n++ ? "; " : ""), $0 }')
   if [[ -n "$why" ]]; then record "$label" FAIL "$secs" "$rate" "$why"; else record "$label" PASS "$secs" "$rate"; fi
+}
+
+# engines_check DESIGN LOG: a two-engine run used both engines (the counters --stats printed at
+# exit): reuseport-server's threads, one listener per engine, each accepted connections; for a
+# server with one listener, frames that reached the other engine's queue were forwarded to it.
+# Prints why not, or nothing.
+engines_check() {
+  local design=$1 logf=$2 per_thread steered
+  if [[ "$design" == reuseport-server ]]; then
+    per_thread=$(grep -o 'connections per thread:[ 0-9]*' "$logf" | head -n 1)
+    [[ -n "$per_thread" ]] || { echo "no per-thread counts in the server's summary"; return; }
+    [[ "$per_thread" =~ :\ [1-9][0-9]*\ [1-9][0-9]*$ ]] || echo "an engine's listener accepted nothing ($per_thread)"
+  else
+    steered=$(awk '$1 == "dev.steered_out" { print $2 }' "$logf")
+    [[ "${steered:-0}" -gt 0 ]] || echo "nothing was forwarded between the engines (dev.steered_out ${steered:-missing}): one queue only?"
+  fi
 }
 
 # fork-server on ustack: must refuse at start, exit status 3, a message naming fork.
@@ -478,6 +500,11 @@ for design in "${DESIGNS[@]}"; do
       run_design unix-echo unix-echo --path "$UNIX_PATH" ;;
     *) run_design "$design" "$design" --port "$PORT" ;;
   esac
+  if [[ "$BACKEND" == ustack && ( "$design" == reuseport-server || "$design" == epoll-server ) ]]; then
+    SERVER_ENV=(USTACK_CORES=2)
+    run_design "$design" "$design(2 engines)" --port "$PORT"
+    SERVER_ENV=()
+  fi
 done
 
 # ---- summary ----
