@@ -94,6 +94,7 @@ void Engine::thread_main() {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, nullptr);
+  device_->engine_thread_started();
   lock();
   Instant last_busy = now();
   while (!stopping_.load(std::memory_order_relaxed)) {
@@ -116,6 +117,7 @@ void Engine::thread_main() {
     lock();
   }
   unlock();
+  device_->engine_thread_stopping();
 }
 
 }  // namespace ustack::api

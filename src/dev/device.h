@@ -72,6 +72,11 @@ class Device {
   /// when they hand this one a frame (dev/steering.h). Devices that wait in an epoll set of
   /// their own add it there.
   virtual void set_doorbell(int fd) { doorbell_ = fd; }
+  /// Called on the thread that is about to poll this device for good (an engine's own thread),
+  /// and on it again when it stops: a DPDK port registers it as an lcore, so that its mbuf pool
+  /// keeps a cache for it (a thread DPDK does not know takes every buffer from the shared ring).
+  virtual void engine_thread_started() {}
+  virtual void engine_thread_stopping() {}
 
  protected:
   int doorbell_ = -1;

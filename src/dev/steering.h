@@ -93,6 +93,8 @@ class SteeredDevice final : public Device {
   /// a frame forwarded meanwhile cuts short (the doorbell).
   bool wait_rx(Duration max) override;
   bool wakes_on_rx() const override { return queue_.wakes_on_rx(); }
+  void engine_thread_started() override { queue_.engine_thread_started(); }
+  void engine_thread_stopping() override { queue_.engine_thread_stopping(); }
   bool buffers_scarce() const override { return queue_.buffers_scarce(); }
   void attach_stats(DevStats* stats) override;
   std::string name() const override;

@@ -181,6 +181,8 @@ class DpdkPort::QueueDevice final : public Device {
   bool buffers_scarce() const override { return port_.buffers_scarce(); }
   void attach_stats(DevStats* stats) override { queue_.stats = stats; }
   void set_doorbell(int fd) override { queue_.doorbell = fd; }
+  void engine_thread_started() override { port_.engine_thread_started(); }
+  void engine_thread_stopping() override { port_.engine_thread_stopping(); }
   std::string name() const override { return name_; }
 
  private:
@@ -514,6 +516,22 @@ Packet DpdkPort::alloc_tx() { return alloc_tx(*queues_[0]); }
 bool DpdkPort::wait_rx(Duration max) { return wait_rx(*queues_[0], max); }
 bool DpdkPort::wakes_on_rx() const { return !queues_.empty() && queues_[0]->rx_intr; }
 void DpdkPort::set_doorbell(int fd) { queues_[0]->doorbell = fd; }
+
+namespace {
+thread_local bool t_registered_lcore = false;  // engine_thread_started made this thread an lcore
+}  // namespace
+
+void DpdkPort::engine_thread_started() {
+  if (rte_lcore_id() != LCORE_ID_ANY || t_registered_lcore) return;
+  // Without a free lcore slot the thread goes on without a cache, as before.
+  t_registered_lcore = rte_thread_register() == 0;
+}
+
+void DpdkPort::engine_thread_stopping() {
+  if (!t_registered_lcore) return;
+  rte_thread_unregister();
+  t_registered_lcore = false;
+}
 
 void DpdkPort::attach_stats(DevStats* stats) {
   if (!queues_.empty()) queues_[0]->stats = stats;

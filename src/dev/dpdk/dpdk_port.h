@@ -97,6 +97,10 @@ class DpdkPort final : public Device {
   void attach_stats(DevStats* stats) override;
   /// Queue 0's doorbell (a view has its own).
   void set_doorbell(int fd) override;
+  /// Registers the calling thread as an lcore unless it is one (rte_thread_register), so that
+  /// the mbuf pool keeps a per-thread cache for it; unregisters it when it stops.
+  void engine_thread_started() override;
+  void engine_thread_stopping() override;
   /// True when the shared pool runs low (under a quarter free), whichever queue took the mbufs.
   bool buffers_scarce() const override;
   std::string name() const override { return name_; }
