@@ -38,6 +38,25 @@ int setsockopt(int fd, int level, int optname, const void* optval, socklen_t opt
 int getsockopt(int fd, int level, int optname, void* optval, socklen_t* optlen);
 int getsockname(int fd, sockaddr* addr, socklen_t* addrlen);
 int getpeername(int fd, sockaddr* addr, socklen_t* addrlen);
+
+/// Received bytes that recv_zc() lends: read them in place at `data`, then hand the buffer back
+/// with release_buffer(). Until then it holds the device buffer the bytes arrived in (on DPDK an
+/// mbuf of the port's pool: a program that keeps many starves the receive path).
+struct RecvBuffer {
+  const void* data = nullptr;
+  size_t size = 0;
+  void* owner = nullptr;  ///< what release_buffer() frees
+};
+/// recv() without the copy, on a TCP socket: lends up to `max` buffers of the bytes received, in
+/// order, each whole as it waits in the socket (a segment's payload, or small segments gathered).
+/// Returns how many (at least 1), 0 at end of stream, or -1 with errno as recv() would set it
+/// (it blocks, times out and is interrupted the same way; MSG_DONTWAIT is the only flag). UDP and
+/// epoll descriptors: EOPNOTSUPP. On a kernel socket (or the kernel backend) it copies once into
+/// a buffer of its own, so one program runs on both.
+int recv_zc(int fd, RecvBuffer* out, int max, int flags);
+/// Gives back a buffer recv_zc() lent; any thread may, at any time (also after close). An empty
+/// RecvBuffer is left alone; `buffer` is emptied.
+void release_buffer(RecvBuffer& buffer);
 /// F_GETFL, F_SETFL (O_NONBLOCK), F_GETFD, F_SETFD, F_DUPFD, F_DUPFD_CLOEXEC on ustack
 /// descriptors; anything on kernel ones.
 int fcntl(int fd, int cmd, ...);

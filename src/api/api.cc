@@ -295,6 +295,38 @@ ssize_t sendto(int fd, const void* b, size_t n, int flags, const sockaddr* a, so
 ssize_t recvfrom(int fd, void* b, size_t n, int flags, sockaddr* a, socklen_t* l) {
   USTACK_DISPATCH(fd, recvfrom(fd, b, n, flags, a, l), ::recvfrom(fd, b, n, flags, a, l));
 }
+int recv_zc(int fd, RecvBuffer* out, int max, int flags) {
+  if (is_user_fd(fd)) {
+    api::UserBackend* u = user_for(fd);
+    if (!u) return -1;
+    api::UserBackend::Call call(*u);
+    return call.ok() ? u->recv_zc(fd, out, max, flags) : -1;
+  }
+  // A kernel socket: one copy, into a buffer released the same way.
+  int type = 0;
+  socklen_t type_len = sizeof type;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) != 0) return -1;  // EBADF, ENOTSOCK
+  if (type != SOCK_STREAM) return fail(EOPNOTSUPP);
+  if (flags & ~MSG_DONTWAIT || max <= 0) return fail(EINVAL);
+  if (!out) return fail(EFAULT);
+  constexpr size_t kKernelBuffer = 65536;
+  auto* owner = new Packet(Packet::heap(kKernelBuffer, 0));
+  const ssize_t got = ::recv(fd, owner->append(kKernelBuffer), kKernelBuffer, flags);
+  if (got <= 0) {
+    const int err = errno;
+    delete owner;
+    return got == 0 ? 0 : fail(err);
+  }
+  owner->truncate(static_cast<size_t>(got));
+  out[0] = RecvBuffer{owner->data(), owner->size(), owner};
+  return 1;
+}
+
+void release_buffer(RecvBuffer& buffer) {
+  delete static_cast<Packet*>(buffer.owner);
+  buffer = RecvBuffer{};
+}
+
 ssize_t read(int fd, void* b, size_t n) { USTACK_DISPATCH(fd, recvfrom(fd, b, n, 0, nullptr, nullptr), ::read(fd, b, n)); }
 ssize_t write(int fd, const void* b, size_t n) {
   USTACK_DISPATCH(fd, sendto(fd, b, n, 0, nullptr, 0), ::write(fd, b, n));

@@ -141,6 +141,8 @@ class UserBackend {
   int accept4(int fd, sockaddr* addr, socklen_t* len, int flags);
   ssize_t sendto(int fd, const void* buf, size_t len, int flags, const sockaddr* dest, socklen_t dest_len);
   ssize_t recvfrom(int fd, void* buf, size_t len, int flags, sockaddr* src, socklen_t* src_len);
+  /// ustack::recv_zc: each lent buffer's owner is a Packet allocated with new.
+  int recv_zc(int fd, RecvBuffer* out, int max, int flags);
   int close(int fd);
   int shutdown(int fd, int how);
   int setsockopt(int fd, int level, int name, const void* val, socklen_t len);
@@ -169,6 +171,9 @@ class UserBackend {
   int tcp_accept(TcpFile& f, sockaddr* addr, socklen_t* len, int flags);
   ssize_t tcp_send(TcpFile& f, const void* buf, size_t len, int flags);
   ssize_t tcp_recv(TcpFile& f, void* buf, size_t len, int flags, sockaddr* src, socklen_t* src_len);
+  /// Waits until f's connection has something for a read: bytes, an error or the end of the
+  /// stream. 0, or EAGAIN (`no_wait`, or the deadline passed) or EINTR.
+  int wait_readable(TcpFile& f, bool no_wait, Instant deadline);
   int tcp_shutdown(TcpFile& f, int how);
   int tcp_setsockopt(TcpFile& f, int level, int name, const void* val, socklen_t len);
   int tcp_getsockopt(TcpFile& f, int level, int name, void* val, socklen_t* len);

@@ -3,6 +3,8 @@
 
 #include <netinet/tcp.h>
 
+#include <algorithm>
+#include <array>
 #include <csignal>
 
 #include "api/socket_util.h"
@@ -260,30 +262,58 @@ ssize_t UserBackend::tcp_recv(TcpFile& f, void* buf, size_t len, int flags, sock
   const Instant deadline = timeout_deadline(engine_->now(), f.recv_timeout);
   if (len == 0) return 0;
   for (;;) {
-    auto ready = [&] {
-      return c.readable() > 0 || c.pending_error() || c.read_shut() || c.state() == tcp::State::kClosed;
-    };
-    if (!ready()) engine_->catch_up();  // a non-blocking caller still sees what already arrived
-    if (ready()) {
-      if (c.readable() == 0 && handshaking(c)) {
-        // nothing to read yet
-      } else {
-        auto got = c.receive(engine_->now(), {out + done, len - done}, peek);
-        stack.drain_loopback(engine_->now());
-        stack.flush();
-        if (!got) return done > 0 ? static_cast<ssize_t>(done) : fail(got.error());
-        done += *got;
-        if (*got == 0 || !wait_all || done == len) return static_cast<ssize_t>(done);
-        continue;
-      }
-    }
-    if (no_wait) return done > 0 ? static_cast<ssize_t>(done) : fail(EAGAIN);
+    if (int err = wait_readable(f, no_wait, deadline)) return done > 0 ? static_cast<ssize_t>(done) : fail(err);
+    auto got = c.receive(engine_->now(), {out + done, len - done}, peek);
+    stack.drain_loopback(engine_->now());
+    stack.flush();
+    if (!got) return done > 0 ? static_cast<ssize_t>(done) : fail(got.error());
+    done += *got;
+    if (*got == 0 || !wait_all || done == len) return static_cast<ssize_t>(done);
+  }
+}
+
+int UserBackend::wait_readable(TcpFile& f, bool no_wait, Instant deadline) {
+  tcp::TcpConnection& c = *f.conn;
+  auto ready = [&] {
+    if (c.readable() > 0) return true;
+    if (handshaking(c)) return false;  // nothing to read yet
+    return c.pending_error() || c.read_shut() || c.state() == tcp::State::kClosed;
+  };
+  if (!ready()) engine_->catch_up();  // a non-blocking caller still sees what already arrived
+  while (!ready()) {
+    if (no_wait) return EAGAIN;
     switch (wait(f, ready, deadline)) {
       case Engine::RunResult::kReady: break;
-      case Engine::RunResult::kTimedOut: return done > 0 ? static_cast<ssize_t>(done) : fail(EAGAIN);
-      case Engine::RunResult::kInterrupted: return done > 0 ? static_cast<ssize_t>(done) : fail(EINTR);
+      case Engine::RunResult::kTimedOut: return EAGAIN;
+      case Engine::RunResult::kInterrupted: return EINTR;
     }
   }
+  return 0;
+}
+
+int UserBackend::recv_zc(int fd, RecvBuffer* out, int max, int flags) {
+  OpenFile* opened = file(fd);
+  if (!opened) return fail(EBADF);
+  auto* f = dynamic_cast<TcpFile*>(opened);
+  if (!f) return fail(EOPNOTSUPP);
+  if (flags & ~MSG_DONTWAIT) return fail(EINVAL);
+  if (max <= 0) return fail(EINVAL);
+  if (!out) return fail(EFAULT);
+  if (!f->conn) return fail(ENOTCONN);
+  const bool no_wait = f->nonblocking || (flags & MSG_DONTWAIT) || f->recv_timeout.no_wait();
+  if (int err = wait_readable(*f, no_wait, timeout_deadline(engine_->now(), f->recv_timeout))) return fail(err);
+  std::array<Packet, 32> lent;
+  const size_t want = std::min(lent.size(), static_cast<size_t>(max));
+  auto got = f->conn->lend(engine_->now(), std::span(lent).first(want));
+  Stack& stack = engine_->stack();
+  stack.drain_loopback(engine_->now());
+  stack.flush();
+  if (!got) return fail(got.error());
+  for (size_t i = 0; i < *got; ++i) {
+    auto* owner = new Packet(std::move(lent[i]));
+    out[i] = RecvBuffer{owner->data(), owner->size(), owner};
+  }
+  return static_cast<int>(*got);
 }
 
 int UserBackend::tcp_shutdown(TcpFile& f, int how) {

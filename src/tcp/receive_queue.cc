@@ -119,6 +119,17 @@ size_t ReceiveQueue::read(std::span<uint8_t> out, bool peek) {
   return done;
 }
 
+Packet ReceiveQueue::lend() {
+  if (ready_.empty()) return Packet();
+  Packet p = std::move(ready_.front());
+  ready_.pop_front();
+  if (ready_.empty()) tail_is_ours_ = false;
+  readable_ -= static_cast<uint32_t>(p.size());
+  charged_ -= static_cast<uint32_t>(p.truesize());
+  if (p.shared()) p = Packet::copy_of(p.bytes());
+  return p;
+}
+
 std::vector<SackBlock> ReceiveQueue::out_of_order_ranges() const {
   std::vector<SackBlock> blocks;
   for (const Piece& p : ooo_) {

@@ -42,6 +42,11 @@ class ReceiveQueue {
   size_t readable() const { return readable_; }
   /// Copies up to out.size() bytes; `peek` leaves them queued. Returns bytes copied.
   size_t read(std::span<uint8_t> out, bool peek);
+  /// Takes the oldest readable bytes out whole, in the buffer they wait in (a segment's payload in
+  /// the buffer it arrived in, or small segments copied together), for a reader that reads them
+  /// in place (recv_zc). The buffer is the caller's alone: one still shared (a frame looped back
+  /// whose sender keeps it for retransmission) is copied. Empty when nothing is readable.
+  Packet lend();
   /// Discards everything unread (close with unread data resets the connection instead).
   bool has_out_of_order() const { return !ooo_.empty(); }
   size_t out_of_order_bytes() const { return ooo_bytes_; }

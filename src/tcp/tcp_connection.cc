@@ -154,6 +154,20 @@ Result<size_t, int> TcpConnection::receive(Instant now, std::span<uint8_t> out, 
     }
     return n;
   }
+  return nothing_readable();
+}
+
+Result<size_t, int> TcpConnection::lend(Instant now, std::span<Packet> out) {
+  if (rx_.readable() > 0) {
+    size_t n = 0;
+    while (n < out.size() && rx_.readable() > 0) out[n++] = rx_.lend();
+    if (window_update_due()) send_ack(now);
+    return n;
+  }
+  return nothing_readable();
+}
+
+Result<size_t, int> TcpConnection::nothing_readable() {
   if (error_) return unexpected(take_error());
   if (rcv_shutdown_) return size_t{0};
   if (state_ == State::kClosed) return unexpected(ENOTCONN);

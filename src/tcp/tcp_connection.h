@@ -121,6 +121,9 @@ class TcpConnection final : public AgeList<TcpConnection>::Hook, private TimerCl
   /// Copies received bytes out: how many (0 at end of stream), or EAGAIN when none are there yet,
   /// a pending error (ECONNRESET), ENOTCONN.
   Result<size_t, int> receive(Instant now, std::span<uint8_t> out, bool peek);
+  /// receive() without the copy: moves up to out.size() buffers of received bytes into `out`
+  /// (ReceiveQueue::lend), how many (0 at end of stream), or receive()'s errors.
+  Result<size_t, int> lend(Instant now, std::span<Packet> out);
   /// shutdown(SHUT_WR): a FIN after the queued data.
   void shutdown_write(Instant now);
   /// shutdown(SHUT_RD): reads return end of stream; what arrives is still acknowledged.
@@ -180,6 +183,8 @@ class TcpConnection final : public AgeList<TcpConnection>::Hook, private TimerCl
   const ip::Route& route() const { return route_; }
 
  private:
+  /// What a read gets when no byte is readable: a pending error, end of stream, ENOTCONN or EAGAIN.
+  Result<size_t, int> nothing_readable();
   friend class TcpLayer;
   enum TimerKind : uint8_t { kRetransmitTimer, kDelayedAckTimer, kKeepaliveTimer, kTimerKinds };
   enum class RtxMode : uint8_t { kRetransmit, kPersist, kTimeWait, kFinWait2 };

@@ -1320,3 +1320,82 @@ TEST(TcpApi, AcceptQueueHoldsBacklogPlusOne) {
 
 }  // namespace
 }  // namespace ustack::apitest
+
+namespace ustack::apitest {
+namespace {
+
+TEST(TcpZeroCopy, RecvZcLendsTheBytesInOrderAndEndsAtTheFin) {
+  Connection c = connected_pair();
+  const std::string data = pattern(0, 200'000);
+  // One thread, non-blocking on both sides (inline mode takes no second caller).
+  size_t sent = 0;
+  bool shut = false;
+  std::string got;
+  std::vector<RecvBuffer> held;  // released only at the end: lent buffers stay valid
+  RecvBuffer bufs[8];
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  bool ended = false;
+  while (!ended && std::chrono::steady_clock::now() < deadline) {
+    if (sent < data.size()) {
+      const ssize_t k = ustack::send(c.client.fd(), data.data() + sent, data.size() - sent, MSG_DONTWAIT);
+      if (k > 0) sent += static_cast<size_t>(k);
+      else ASSERT_EQ(errno, EAGAIN) << std::strerror(errno);
+    } else if (!shut) {
+      ASSERT_EQ(ustack::shutdown(c.client.fd(), SHUT_WR), 0);
+      shut = true;
+    }
+    const int n = ustack::recv_zc(c.server.fd(), bufs, 8, MSG_DONTWAIT);
+    if (n < 0) {
+      ASSERT_EQ(errno, EAGAIN) << std::strerror(errno);
+      continue;
+    }
+    ended = n == 0;
+    for (int i = 0; i < n; ++i) {
+      ASSERT_GT(bufs[i].size, 0u);
+      got.append(static_cast<const char*>(bufs[i].data), bufs[i].size);
+      held.push_back(bufs[i]);
+    }
+  }
+  EXPECT_TRUE(ended) << "no end of stream within 20 s";
+  EXPECT_EQ(got.size(), data.size());
+  EXPECT_TRUE(got == data) << "the bytes differ";
+  std::string again;
+  for (RecvBuffer& b : held) again.append(static_cast<const char*>(b.data), b.size);
+  EXPECT_TRUE(again == data) << "a lent buffer changed before it was released";
+  ustack::close(c.server.fd());  // buffers may outlive their socket
+  for (RecvBuffer& b : held) {
+    release_buffer(b);
+    EXPECT_EQ(b.owner, nullptr);
+  }
+}
+
+TEST(TcpZeroCopy, RecvZcSaysWhatIsWrongAsRecvWould) {
+  Connection c = connected_pair();
+  RecvBuffer b;
+  errno = 0;
+  EXPECT_EQ(ustack::recv_zc(c.server.fd(), &b, 1, MSG_DONTWAIT), -1);
+  EXPECT_EQ(errno, EAGAIN);
+  errno = 0;
+  EXPECT_EQ(ustack::recv_zc(c.server.fd(), &b, 0, 0), -1);
+  EXPECT_EQ(errno, EINVAL);
+  errno = 0;
+  EXPECT_EQ(ustack::recv_zc(c.server.fd(), &b, 1, MSG_PEEK), -1);
+  EXPECT_EQ(errno, EINVAL);
+  Udp u;
+  errno = 0;
+  EXPECT_EQ(ustack::recv_zc(u.fd(), &b, 1, 0), -1);
+  EXPECT_EQ(errno, EOPNOTSUPP);
+  Tcp fresh;
+  errno = 0;
+  EXPECT_EQ(ustack::recv_zc(fresh.fd(), &b, 1, 0), -1);
+  EXPECT_EQ(errno, ENOTCONN);
+  release_buffer(b);  // empty: nothing to do
+  ASSERT_TRUE(send_all(c.client.fd(), "hello"));
+  bound_blocking_calls(c.server.fd());
+  ASSERT_EQ(ustack::recv_zc(c.server.fd(), &b, 1, 0), 1);
+  EXPECT_EQ(std::string(static_cast<const char*>(b.data), b.size), "hello");
+  release_buffer(b);
+}
+
+}  // namespace
+}  // namespace ustack::apitest

@@ -1114,6 +1114,57 @@ TEST(TcpReceiveQueue, ReassemblesAcrossTheWrap) {
   EXPECT_EQ(out, data);
 }
 
+TEST(TcpReceiveQueue, LendsWholeBuffersInOrderAndForgetsThem) {
+  const SeqNum start(5000);
+  tcp::ReceiveQueue q;
+  uint32_t copies = 0;
+  q.reset(start);
+  const Bytes data = pattern(3000, 3);
+  // A few bytes at the start of a 2 KiB buffer, as a small segment arrives from a device.
+  auto small = [&](size_t off, size_t len) {
+    Packet p = Packet::heap(2048, 0);
+    std::memcpy(p.append(len), data.data() + off, len);
+    return p;
+  };
+  // A full-size segment stays in its buffer; two small ones are copied together into one of ours.
+  Packet big = Packet::heap(1600, 0);
+  std::memcpy(big.append(1400), data.data(), 1400);
+  const uint8_t* big_bytes = big.data();
+  ASSERT_EQ(q.add(start, std::move(big), false, &copies), tcp::ReceiveQueue::Added::kInOrder);
+  ASSERT_EQ(q.add(start + 1400, small(1400, 10), false, &copies),
+            tcp::ReceiveQueue::Added::kInOrder);
+  ASSERT_EQ(q.add(start + 1410, small(1410, 20), false, &copies),
+            tcp::ReceiveQueue::Added::kInOrder);
+  EXPECT_EQ(copies, 2u);
+  const size_t charged = q.charged();
+
+  Packet first = q.lend();
+  EXPECT_EQ(first.data(), big_bytes) << "lent in the buffer it arrived in, not copied";
+  EXPECT_EQ(Bytes(first.bytes().begin(), first.bytes().end()), Bytes(data.begin(), data.begin() + 1400));
+  EXPECT_EQ(q.readable(), 30u);
+  EXPECT_EQ(q.charged(), charged - first.truesize());
+  Packet second = q.lend();
+  EXPECT_EQ(Bytes(second.bytes().begin(), second.bytes().end()), Bytes(data.begin() + 1400, data.begin() + 1430));
+  EXPECT_EQ(q.readable(), 0u);
+  EXPECT_EQ(q.charged(), 0u);
+  EXPECT_EQ(q.lend().size(), 0u) << "nothing left to lend";
+  // A small segment now goes into a new buffer, never into the one lent out.
+  ASSERT_EQ(q.add(start + 1430, small(1430, 5), false, &copies),
+            tcp::ReceiveQueue::Added::kInOrder);
+  EXPECT_EQ(second.size(), 30u);
+  Bytes out(10);
+  out.resize(q.read(out, false));
+  EXPECT_EQ(out, Bytes(data.begin() + 1430, data.begin() + 1435));
+  // A buffer still shared (looped back, its sender keeps it) is copied before it is lent.
+  Packet shared = Packet::copy_of(std::span(data).subspan(1435, 1400));
+  Packet senders_reference = shared.share();
+  ASSERT_EQ(q.add(start + 1435, std::move(shared), false, &copies), tcp::ReceiveQueue::Added::kInOrder);
+  Packet lent = q.lend();
+  EXPECT_FALSE(lent.shared());
+  EXPECT_NE(lent.data(), senders_reference.data());
+  EXPECT_EQ(Bytes(lent.bytes().begin(), lent.bytes().end()), Bytes(data.begin() + 1435, data.begin() + 2835));
+}
+
 // ============================================================================================
 // Timestamps and PAWS (RFC 7323).
 // ============================================================================================
