@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -253,6 +254,28 @@ size_t read_all(TcpConnection& c, Instant now, std::span<uint8_t> buf) {
   return total;
 }
 
+/// The same with recv_zc's core (TcpConnection::lend): the buffers are lent, not copied out, and
+/// the application gives each back at once (it read them in place).
+size_t lend_all(TcpConnection& c, Instant now) {
+  size_t total = 0;
+  // Room for a whole batch, as read_all's buffer has: lending a part, then the rest, sends a
+  // window update halfway instead of one at the end (receiver SWS avoidance), as recv() does
+  // with a small buffer.
+  std::array<Packet, 64> lent;
+  while (c.readable() > 0) {
+    auto n = c.lend(now, lent);
+    if (!n || *n == 0) break;
+    for (size_t i = 0; i < *n; ++i) {
+      total += lent[i].size();
+      lent[i] = Packet();
+    }
+  }
+  return total;
+}
+
+/// How B's application takes the bytes: recv() copies them out, recv_zc() borrows the buffers.
+enum class Reader { kCopy, kLend };
+
 /// The sender's turn: A takes in what came back (B's ACKs and window updates), then its
 /// application writes kBatch chunks of `size` bytes, one write per segment; with TCP_NODELAY and
 /// the window open each write leaves as one segment at once. Frames are handed to the wire (and
@@ -271,11 +294,11 @@ bool sender_turn(Pair& p, size_t size) {
 /// The receiver's turn: B polls (one receive burst takes the whole batch), its application reads
 /// all after each poll, and what the reads sent (window updates) is flushed, as the API does after
 /// a call. Returns the bytes read.
-size_t receiver_turn(Pair& p, std::span<uint8_t> buf) {
+size_t receiver_turn(Pair& p, std::span<uint8_t> buf, Reader reader = Reader::kCopy) {
   size_t got = 0;
   while (p.b_port().rx_pending() > 0) {
     p.b().poll(p.now());
-    got += read_all(p.b_conn(), p.now(), buf);
+    got += reader == Reader::kCopy ? read_all(p.b_conn(), p.now(), buf) : lend_all(p.b_conn(), p.now());
   }
   p.b().flush();
   return got;
@@ -357,7 +380,8 @@ enum class TimedSide { kReceiver, kSender };
 
 /// The loop both data-segment benchmarks share: per iteration A sends a batch and B takes it in;
 /// `timed` says whose turn is the measured one (the other's is reported as peer ns).
-void run_data_segments(benchmark::State& state, size_t requested_size, TimedSide timed_side) {
+void run_data_segments(benchmark::State& state, size_t requested_size, TimedSide timed_side,
+                       Reader reader = Reader::kCopy) {
   Flow f;
   if (const char* err = start_flow(f, requested_size)) {
     state.SkipWithError(err);
@@ -376,7 +400,7 @@ void run_data_segments(benchmark::State& state, size_t requested_size, TimedSide
       break;
     }
     receiver.start();
-    const size_t got = receiver_turn(f.pair, f.buf);
+    const size_t got = receiver_turn(f.pair, f.buf, reader);
     const double receiver_s = receiver.stop(kBatch);
     state.SetIterationTime(timed_side == TimedSide::kSender ? sender_s : receiver_s);
     if (got != kBatch * f.size) {
@@ -403,6 +427,12 @@ void run_data_segments(benchmark::State& state, size_t requested_size, TimedSide
 ///     (copy out, buffers freed) and any window update it triggered is flushed to the wire.
 void BM_ReceiveDataSegment(benchmark::State& state, size_t requested_size) {
   run_data_segments(state, requested_size, TimedSide::kReceiver);
+}
+
+/// BM_ReceiveDataSegment with the application borrowing the buffers (recv_zc) instead of copying
+/// the bytes out (recv): what the zero-copy receive saves per segment.
+void BM_ReceiveDataSegmentLent(benchmark::State& state, size_t requested_size) {
+  run_data_segments(state, requested_size, TimedSide::kReceiver, Reader::kLend);
 }
 
 /// A sends data segments of `size` bytes (0: the MSS). Per iteration (one batch of 32 segments):
@@ -534,6 +564,8 @@ int main(int argc, char** argv) {
     all.push_back(benchmark::RegisterBenchmark(("BM_ReceiveDataSegment/" + std::string(name)).c_str(),
                                                BM_ReceiveDataSegment, size)->UseManualTime());
   }
+  all.push_back(benchmark::RegisterBenchmark("BM_ReceiveDataSegmentLent/mss", BM_ReceiveDataSegmentLent, size_t{0})
+                    ->UseManualTime());
   for (const auto& [name, size] : {std::pair{"mss", size_t{0}}, std::pair{"64", kSmallSegment}}) {
     all.push_back(benchmark::RegisterBenchmark(("BM_SendDataSegment/" + std::string(name)).c_str(),
                                                BM_SendDataSegment, size)->UseManualTime());
