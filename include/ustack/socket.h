@@ -54,8 +54,9 @@ struct RecvBuffer {
 /// epoll descriptors: EOPNOTSUPP. On a kernel socket (or the kernel backend) it copies once into
 /// a buffer of its own, so one program runs on both.
 int recv_zc(int fd, RecvBuffer* out, int max, int flags);
-/// Gives back a buffer recv_zc() lent; any thread may, at any time (also after close). An empty
-/// RecvBuffer is left alone; `buffer` is emptied.
+/// Gives back a buffer recv_zc() lent; any thread may, also after close(), but before
+/// ustack::shutdown() (which takes the device and its buffer pool down). An empty RecvBuffer is
+/// left alone; `buffer` is emptied.
 void release_buffer(RecvBuffer& buffer);
 /// F_GETFL, F_SETFL (O_NONBLOCK), F_GETFD, F_SETFD, F_DUPFD, F_DUPFD_CLOEXEC on ustack
 /// descriptors; anything on kernel ones.

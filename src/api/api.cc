@@ -363,11 +363,11 @@ int epoll_create1(int flags) {
 
 int epoll_ctl(int epfd, int op, int fd, epoll_event* ev) {
   if (!is_user_fd(epfd) && is_user_fd(fd)) return fail(EPERM);  // a kernel epoll cannot watch ours
-  if (is_user_fd(epfd) && is_user_fd(fd) && user_for(epfd) != user_for(fd)) {
+  const int result = [&] { USTACK_DISPATCH(epfd, epoll_ctl(epfd, op, fd, ev), ::epoll_ctl(epfd, op, fd, ev)); }();
+  if (result < 0 && errno == EXDEV) {
     g().last_error = "epoll_ctl: the socket and the epoll instance are on different engines";
-    return fail(EXDEV);
   }
-  USTACK_DISPATCH(epfd, epoll_ctl(epfd, op, fd, ev), ::epoll_ctl(epfd, op, fd, ev));
+  return result;
 }
 
 int epoll_wait(int epfd, epoll_event* events, int maxevents, int timeout_ms) {

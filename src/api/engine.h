@@ -70,7 +70,8 @@ class Engine {
 
   /// One turn: poll the device, run the stack and timers. Returns frames processed.
   size_t poll_once() {
-    const size_t n = stack_->poll(now());
+    // Frames only forwarded to another engine are work too: an engine that forwards is not idle.
+    const size_t n = stack_->poll(now()) + device_->handed_on();
     tcp_connections_.store(stack_->tcp().connections(), std::memory_order_relaxed);
     tcp_time_wait_.store(stack_->tcp().time_wait_connections(), std::memory_order_relaxed);
     return n;

@@ -59,6 +59,8 @@ T* UserBackend::file_as(int fd, int wrong_type_errno) {
 }
 
 int UserBackend::install(std::shared_ptr<OpenFile> f, bool cloexec, int min_fd) {
+  // Descriptors stop at INT_MAX: F_DUPFD near it finds none (Linux: past RLIMIT_NOFILE).
+  if (int64_t{min_fd} > int64_t{INT_MAX} - engines_) return fail(EMFILE);
   open_count_.fetch_add(1, std::memory_order_relaxed);
   // The lowest of this engine's slots whose descriptor is >= min_fd.
   const int64_t above = std::max<int64_t>(int64_t{min_fd} - kUserFdBase - index_, 0);

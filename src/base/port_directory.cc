@@ -14,10 +14,13 @@ bool PortDirectory::claim(PortProtocol protocol, uint16_t port, uint32_t engine,
   const size_t slot = index(protocol, port);
   const uint32_t bit = uint32_t{1} << engine;
   std::lock_guard lock(mutex_);
-  const uint32_t others = claimed_[slot].load(std::memory_order_relaxed) & ~bit;
+  const uint32_t others =
+      (claimed_[slot].load(std::memory_order_relaxed) | in_use_[slot].load(std::memory_order_acquire)) & ~bit;
   for (uint32_t e = 0; others >> e; ++e) {
     if (!((others >> e) & 1u)) continue;
-    if (!shareable || claims_[Key{static_cast<uint32_t>(slot), e}].exclusive > 0) return false;
+    if (!shareable) return false;
+    auto theirs = claims_.find(Key{static_cast<uint32_t>(slot), e});
+    if (theirs == claims_.end() || theirs->second.exclusive > 0) return false;
   }
   Claims& mine = claims_[Key{static_cast<uint32_t>(slot), engine}];
   ++mine.sockets;

@@ -35,7 +35,10 @@ class PortDirectory {
   PortDirectory();
 
   /// Engine `engine` takes `port` for one more socket. False, claiming nothing, when another
-  /// engine holds it and either this socket or one of theirs may not share (`shareable`).
+  /// engine holds it and either this socket or one of theirs may not share (`shareable`), or when
+  /// another engine has connections on it that no socket there claims (a listener's, after it
+  /// closed; TIME-WAIT): a listener here would not get the segments of its new connections
+  /// whose flows hash to that engine.
   bool claim(PortProtocol protocol, uint16_t port, uint32_t engine, bool shareable);
   /// One socket of `engine` lets go of `port` (`shareable` as it claimed it).
   void release(PortProtocol protocol, uint16_t port, uint32_t engine, bool shareable);
@@ -43,9 +46,17 @@ class PortDirectory {
   uint32_t claimants(PortProtocol protocol, uint16_t port) const {
     return claimed_[index(protocol, port)].load(std::memory_order_acquire);
   }
-  /// True when a socket of an engine other than `engine` claims `port` (ephemeral choice skips it).
+  /// True when a socket of an engine other than `engine` claims `port` (connect()'s ephemeral
+  /// choice skips it).
   bool claimed_elsewhere(PortProtocol protocol, uint16_t port, uint32_t engine) const {
     return (claimants(protocol, port) & ~(uint32_t{1} << engine)) != 0;
+  }
+  /// True when another engine claims `port` or has anything on it (bind()'s ephemeral choice
+  /// skips it).
+  bool used_elsewhere(PortProtocol protocol, uint16_t port, uint32_t engine) const {
+    const size_t slot = index(protocol, port);
+    const uint32_t all = claimed_[slot].load(std::memory_order_acquire) | in_use_[slot].load(std::memory_order_acquire);
+    return (all & ~(uint32_t{1} << engine)) != 0;
   }
 
   /// Engine `engine`'s table gained (`in_use`) or lost its last entry on `port`. Only that

@@ -75,6 +75,9 @@ class Device {
   /// Called on the thread that is about to poll this device for good (an engine's own thread),
   /// and on it again when it stops: a DPDK port registers it as an lcore, so that its mbuf pool
   /// keeps a cache for it (a thread DPDK does not know takes every buffer from the shared ring).
+  /// Frames the last rx_burst() took from the queue but handed on instead of returning (to
+  /// another engine): work done, so the engine is not idle.
+  virtual size_t handed_on() const { return 0; }
   virtual void engine_thread_started() {}
   virtual void engine_thread_stopping() {}
 

@@ -125,6 +125,7 @@ size_t SteeredDevice::rx_burst(std::span<Packet> out) {
       ++n;
     }
   }
+  handed_on_ = 0;
   if (n == out.size()) return n;
   // The queue's frames go into the rest of `out`; ours are compacted to the front.
   const size_t got = queue_.rx_burst(out.subspan(n));
@@ -141,6 +142,7 @@ size_t SteeredDevice::rx_burst(std::span<Packet> out) {
       }
     } else if (owner != index_) {
       if (forward(owner, frame) && stats_) stats_->steered_out.inc();
+      ++handed_on_;
       continue;
     }
     if (kept != i) out[kept] = std::move(frame);

@@ -43,7 +43,10 @@ class Doorbell {
   /// -1 when no eventfd could be made: the engine then finds forwarded frames at the end of naps.
   int fd() const { return fd_; }
   /// The engine is about to nap: a ring() from now on wakes it. It checks its rings after this.
-  void arm() { armed_.store(true, std::memory_order_seq_cst); }
+  void arm() {
+    armed_.store(true, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // the store before the rings' loads
+  }
   /// The nap is over: drains the eventfd.
   void disarm();
   /// A frame was queued for the engine (after the push): wakes it if it naps.
@@ -93,6 +96,7 @@ class SteeredDevice final : public Device {
   /// a frame forwarded meanwhile cuts short (the doorbell).
   bool wait_rx(Duration max) override;
   bool wakes_on_rx() const override { return queue_.wakes_on_rx(); }
+  size_t handed_on() const override { return handed_on_; }
   void engine_thread_started() override { queue_.engine_thread_started(); }
   void engine_thread_stopping() override { queue_.engine_thread_stopping(); }
   bool buffers_scarce() const override { return queue_.buffers_scarce(); }
@@ -108,6 +112,7 @@ class SteeredDevice final : public Device {
   SteeringGroup& group_;
   uint32_t index_;
   DevStats* stats_ = nullptr;
+  size_t handed_on_ = 0;
 };
 
 }  // namespace ustack::dev

@@ -89,7 +89,12 @@ uint16_t TcpLayer::pick_ephemeral(Ipv4Addr local, Ipv4Addr remote, uint16_t remo
   const uint32_t count = uint32_t{config_.ephemeral_high} - config_.ephemeral_low + 1;
   for (uint32_t i = 0; i < count; ++i) {
     const auto port = static_cast<uint16_t>(config_.ephemeral_low + (offset + next_ephemeral_ + i) % count);
-    if (engine_.ports && engine_.ports->claimed_elsewhere(PortProtocol::kTcp, port, engine_.index)) continue;
+    // connect()'s port may carry other engines' connections (the 4-tuples differ and hash to
+    // their engines); a port to listen on may not.
+    if (engine_.ports && (for_connect ? engine_.ports->claimed_elsewhere(PortProtocol::kTcp, port, engine_.index)
+                                      : engine_.ports->used_elsewhere(PortProtocol::kTcp, port, engine_.index))) {
+      continue;
+    }
     auto it = ports_.find(port);
     bool usable;
     if (for_connect) {

@@ -46,7 +46,7 @@ int UdpLayer::bind_ephemeral(UdpSocket& s, Ipv4Addr addr, Ipv4Addr source, std::
     const auto port = static_cast<uint16_t>(config_.ephemeral_low + (start + i) % count);
     auto it = by_port_.find(port);
     if (it != by_port_.end() && !it->second.empty()) continue;
-    if (engine_.ports && engine_.ports->claimed_elsewhere(PortProtocol::kUdp, port, engine_.index)) continue;
+    if (engine_.ports && engine_.ports->used_elsewhere(PortProtocol::kUdp, port, engine_.index)) continue;
     if (remote && !engine_.owns_flow(source, remote->addr, port, remote->port)) continue;
     if (!claim(s, port, false)) continue;
     s.local = Endpoint{addr, port};

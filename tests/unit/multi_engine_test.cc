@@ -366,6 +366,49 @@ INSTANTIATE_TEST_SUITE_P(EnginesAndSpreads, OneListener,
                            return std::to_string(std::get<0>(info.param)) + "Engines_" + spread;
                          });
 
+// SO_REUSEPORT listeners on both engines; one closes. Connection requests whose flows hash to
+// its engine go to the listener left, not to an engine that would reset them.
+TEST(MultiEngine, WhenOneReusePortListenerClosesTheOtherTakesItsShare) {
+  constexpr size_t kOpens = 100;
+  MultiEngineSim sim(2, Spread::kRss, 29);
+  Rng rng(3);
+  const auto options = tcp::SocketOptions::defaults(sim.peer().config().tcp);
+  std::vector<tcp::PortBinding> bindings(2);
+  std::vector<std::unique_ptr<tcp::TcpListener>> listeners;
+  for (uint32_t i = 0; i < 2; ++i) {
+    bindings[i].reuse_port = true;
+    ASSERT_EQ(sim.engine(i).tcp().bind(bindings[i], Ipv4Addr::any(), kPortOnA), 0);
+    listeners.push_back(std::make_unique<tcp::TcpListener>(bindings[i], 512, options));
+    ASSERT_EQ(sim.engine(i).tcp().listen(*listeners.back()), 0);
+  }
+  sim.engine(0).tcp().unlisten(sim.now(), *listeners[0]);
+  sim.engine(0).tcp().unbind(bindings[0]);
+  std::vector<EchoEnd> clients, servers;
+  size_t hashed_to_closed = 0;
+  for (size_t k = 0; k < kOpens; ++k) {
+    auto c = sim.peer().tcp().connect(sim.now(), nullptr, kAddrA, kPortOnA, options);
+    ASSERT_TRUE(c) << "errno " << c.error();
+    const tcp::FourTuple& t = (*c)->tuple();
+    if (EngineShare({0, 2}).owns_flow(t.local_addr, t.remote_addr, t.local_port, t.remote_port)) ++hashed_to_closed;
+    clients.push_back(EchoEnd{*c, false, random_bytes(rng, 1 + rng.below(4096))});
+  }
+  ASSERT_GT(hashed_to_closed, 0u);
+  const bool finished = sim.run(
+      [&](Instant now) {
+        while (auto c = listeners[1]->accept()) servers.push_back(EchoEnd{std::move(c), true, {}});
+        for (auto& c : clients) c.pump(now);
+        for (auto& s : servers) s.pump(now);
+      },
+      [&] {
+        return servers.size() == clients.size() &&
+               std::all_of(clients.begin(), clients.end(), [](const EchoEnd& e) { return e.done(); });
+      });
+  ASSERT_TRUE(finished) << "accepted " << servers.size() << " of " << clients.size();
+  for (const EchoEnd& c : clients) EXPECT_EQ(c.error, 0);
+  EXPECT_EQ(sim.engine(0).stats().tcp.tx_resets, 0u);
+  EXPECT_EQ(sim.engine(1).stats().tcp.tx_resets, 0u);
+}
+
 TEST(MultiEngine, BoundUdpSocketReceivesFromEverySourcePort) {
   for (Spread spread : {Spread::kRss, Spread::kOtherHash}) {
     SCOPED_TRACE(spread_name(spread));
@@ -429,6 +472,19 @@ TEST(MultiEngine, PortsConflictAcrossEnginesAsInOneTable) {
   EXPECT_EQ(tcp1.bind(d, Ipv4Addr::any(), 0), EADDRINUSE) << "none left";
   for (auto& h : held) tcp0.unbind(h);
   tcp1.unbind(c);
+  // A connection from a bound port keeps the port its engine's, after the socket lets go of its
+  // binding (as connect() does): another engine may not take it.
+  tcp::PortBinding bound;
+  ASSERT_EQ(tcp0.bind(bound, Ipv4Addr::any(), 7200), 0);
+  const auto options = tcp::SocketOptions::defaults(sim.engine(0).config().tcp);
+  auto conn = tcp0.connect(sim.now(), &bound, kAddrB, kPortOnB, options);
+  ASSERT_TRUE(conn);
+  tcp0.unbind(bound);
+  tcp::PortBinding other;
+  EXPECT_EQ(tcp1.bind(other, Ipv4Addr::any(), 7200), EADDRINUSE) << "the connection still holds it";
+  other.reuse_port = true;
+  EXPECT_EQ(tcp1.bind(other, Ipv4Addr::any(), 7200), EADDRINUSE) << "and did not ask to share it";
+  (*conn)->abort(sim.now(), 0);
   // UDP: the same, with SO_REUSEADDR sharing too.
   udp::UdpLayer& udp0 = sim.engine(0).udp();
   udp::UdpLayer& udp1 = sim.engine(1).udp();
@@ -530,6 +586,7 @@ TEST(MultiEngine, AFrameForwardedToANappingEngineWakesIt) {
   wire.b().tx_burst({&p, 1});
   std::array<Packet, 4> out;
   EXPECT_EQ(first.rx_burst(out), 0u) << "engine 0 keeps nothing of engine 1's flow";
+  EXPECT_EQ(first.handed_on(), 1u) << "but it did work: its engine must not count itself idle";
   for (int i = 0; i < 4000 && !woke; ++i) std::this_thread::sleep_for(1ms);
   EXPECT_TRUE(woke) << "the nap went on although a frame was forwarded";
   napper.join();
