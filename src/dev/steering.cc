@@ -116,11 +116,13 @@ bool SteeredDevice::inbound_waiting() const {
 }
 
 size_t SteeredDevice::rx_burst(std::span<Packet> out) {
+  // Forwarded frames take at most half the burst, so that busy peers cannot starve the queue.
+  const size_t inbound_limit = out.size() > 1 ? out.size() / 2 : out.size();
   size_t n = 0;
-  for (uint32_t from = 0; from < group_.engines() && n < out.size(); ++from) {
+  for (uint32_t from = 0; from < group_.engines() && n < inbound_limit; ++from) {
     if (from == index_) continue;
     SpscRing<Packet>& ring = group_.ring(from, index_);
-    while (n < out.size() && ring.pop(out[n])) {
+    while (n < inbound_limit && ring.pop(out[n])) {
       if (stats_) stats_->steered_in.inc();
       ++n;
     }

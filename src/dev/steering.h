@@ -87,8 +87,8 @@ class SteeredDevice final : public Device {
   SteeredDevice(Device& queue, SteeringGroup& group, uint32_t index);
 
   const DeviceCaps& caps() const override { return queue_.caps(); }
-  /// Frames other engines forwarded first, then the queue's, keeping this engine's and
-  /// forwarding the rest.
+  /// Frames other engines forwarded first (at most half of `out`), then the queue's, keeping
+  /// this engine's and forwarding the rest.
   size_t rx_burst(std::span<Packet> out) override;
   size_t tx_burst(std::span<Packet> pkts) override { return queue_.tx_burst(pkts); }
   Packet alloc_tx() override { return queue_.alloc_tx(); }

@@ -593,6 +593,29 @@ TEST(MultiEngine, AFrameForwardedToANappingEngineWakesIt) {
   EXPECT_EQ(second.rx_burst(out), 1u);
 }
 
+TEST(MultiEngine, ForwardedFramesDoNotStarveTheQueue) {
+  ManualClock clock;
+  dev::MemoryWire wire(clock, 1, dev::test_caps(1), dev::test_caps(2));
+  dev::MemoryQueues queues(wire.a(), 2, Spread::kQueueZero);
+  dev::SteeringGroup group(2);
+  dev::SteeredDevice first(queues.queue(0), group, 0);
+  // Engine 1 has forwarded 100 frames to engine 0, more than a burst.
+  for (int i = 0; i < 100; ++i) {
+    Packet p = Packet::copy_of(std::vector<uint8_t>(60, static_cast<uint8_t>(i)));
+    ASSERT_TRUE(group.ring(1, 0).push(p));
+  }
+  // One ARP frame on engine 0's own queue (every engine takes ARP).
+  std::vector<uint8_t> arp(42, 0);
+  arp[12] = 0x08;
+  arp[13] = 0x06;
+  Packet on_queue = Packet::copy_of(arp);
+  wire.b().tx_burst({&on_queue, 1});
+  std::array<Packet, 32> out;
+  const size_t n = first.rx_burst(out);
+  EXPECT_EQ(n, 17u) << "16 forwarded frames and the queue's";
+  EXPECT_EQ(std::vector<uint8_t>(out[n - 1].bytes().begin(), out[n - 1].bytes().end()), arp) << "the queue's frame came too";
+}
+
 TEST(SpscRing, HandsItemsFromOneThreadToAnotherInOrder) {
   SpscRing<uint64_t> ring(64);  // small: both sides often find it full or empty
   constexpr uint64_t kItems = 1'000'000;
