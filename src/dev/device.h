@@ -75,6 +75,13 @@ class Device {
   /// Called on the thread that is about to poll this device for good (an engine's own thread),
   /// and on it again when it stops: a DPDK port registers it as an lcore, so that its mbuf pool
   /// keeps a cache for it (a thread DPDK does not know takes every buffer from the shared ring).
+  /// An IP packet the stack sends to itself (127/8, its own address), offered to the engine that
+  /// owns its flow when that is another one (several engines): true when taken (queued for that
+  /// engine, or dropped and counted when its ring is full); false: deliver it here.
+  virtual bool hand_over_local(Packet& ip_packet) { (void)ip_packet; return false; }
+  /// IP packets other engines handed over (hand_over_local) for this one: moves up to out.size()
+  /// into `out`, returns how many. They are delivered as looped back.
+  virtual size_t local_burst(std::span<Packet> out) { (void)out; return 0; }
   /// Frames the last rx_burst() took from the queue but handed on instead of returning (to
   /// another engine): work done, so the engine is not idle.
   virtual size_t handed_on() const { return 0; }

@@ -39,6 +39,9 @@ SteeringGroup::SteeringGroup(uint32_t engines, size_t ring_capacity, const PortD
   for (size_t i = 0; i < size_t{engines} * engines; ++i) {
     rings_.push_back(std::make_unique<SpscRing<Packet>>(ring_capacity));
   }
+  for (size_t i = 0; i < size_t{engines} * engines; ++i) {
+    local_rings_.push_back(std::make_unique<SpscRing<Packet>>(ring_capacity));
+  }
   for (uint32_t i = 0; i < engines; ++i) doorbells_.push_back(std::make_unique<Doorbell>());
 }
 
@@ -110,9 +113,33 @@ bool SteeredDevice::forward(uint32_t to, Packet& frame) {
 
 bool SteeredDevice::inbound_waiting() const {
   for (uint32_t from = 0; from < group_.engines(); ++from) {
-    if (from != index_ && !group_.ring(from, index_).empty()) return true;
+    if (from == index_) continue;
+    if (!group_.ring(from, index_).empty() || !group_.local_ring(from, index_).empty()) return true;
   }
   return false;
+}
+
+bool SteeredDevice::hand_over_local(Packet& ip_packet) {
+  const uint32_t owner = ipv4_owner(ip_packet.data(), ip_packet.size(), group_.engines(), index_, false, group_.ports());
+  if (owner == index_) return false;
+  Packet copy = Packet::copy_of(ip_packet.bytes());
+  ip_packet = Packet();
+  if (group_.local_ring(index_, owner).push(copy)) {
+    group_.doorbell(owner).ring();
+  } else if (stats_) {
+    stats_->steered_dropped_ring_full.inc();
+  }
+  return true;
+}
+
+size_t SteeredDevice::local_burst(std::span<Packet> out) {
+  size_t n = 0;
+  for (uint32_t from = 0; from < group_.engines() && n < out.size(); ++from) {
+    if (from == index_) continue;
+    SpscRing<Packet>& ring = group_.local_ring(from, index_);
+    while (n < out.size() && ring.pop(out[n])) ++n;
+  }
+  return n;
 }
 
 size_t SteeredDevice::rx_burst(std::span<Packet> out) {

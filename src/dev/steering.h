@@ -66,11 +66,14 @@ class SteeringGroup {
   const PortDirectory* ports() const { return ports_; }
   SpscRing<Packet>& ring(uint32_t from, uint32_t to) { return *rings_[from * engines_ + to]; }
   Doorbell& doorbell(uint32_t engine) { return *doorbells_[engine]; }
+  /// IP packets sent to ourselves, handed from engine `from` to the owner of their flow.
+  SpscRing<Packet>& local_ring(uint32_t from, uint32_t to) { return *local_rings_[from * engines_ + to]; }
 
  private:
   uint32_t engines_;
   const PortDirectory* ports_;
   std::vector<std::unique_ptr<SpscRing<Packet>>> rings_;
+  std::vector<std::unique_ptr<SpscRing<Packet>>> local_rings_;
   std::vector<std::unique_ptr<Doorbell>> doorbells_;
 };
 
@@ -97,6 +100,10 @@ class SteeredDevice final : public Device {
   bool wait_rx(Duration max) override;
   bool wakes_on_rx() const override { return queue_.wakes_on_rx(); }
   size_t handed_on() const override { return handed_on_; }
+  /// Copies the packet (its buffer may stay shared with this engine's send queue) onto the
+  /// owner's local ring.
+  bool hand_over_local(Packet& ip_packet) override;
+  size_t local_burst(std::span<Packet> out) override;
   void engine_thread_started() override { queue_.engine_thread_started(); }
   void engine_thread_stopping() override { queue_.engine_thread_stopping(); }
   bool buffers_scarce() const override { return queue_.buffers_scarce(); }

@@ -76,7 +76,10 @@ size_t Stack::poll(Instant now) {
   // (an idle engine polls in a tight loop).
   if (n > 0 || !loopback_.empty()) buffers_scarce_ = device_.buffers_scarce();
   for (size_t i = 0; i < n; ++i) receive_frame(now, std::move(burst[i]));
-  const size_t looped = drain_loopback(now);
+  // What other engines sent to ourselves, for flows this engine owns.
+  const size_t handed = device_.local_burst(burst);
+  for (size_t i = 0; i < handed; ++i) ipv4_input(now, std::move(burst[i]), true);
+  const size_t looped = drain_loopback(now) + handed;
   flush();
   tcp_.reap();
   return n + looped;
@@ -433,6 +436,7 @@ void Stack::link_output(Instant now, const ip::Route& route, Packet packet) {
     }
     ++stats_.ipv4.loopback_packets;
     packet.tx_offload = {};
+    if (device_.hand_over_local(packet)) return;  // another engine owns the flow
     loopback_.push_back(std::move(packet));
     return;
   }
