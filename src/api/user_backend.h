@@ -104,8 +104,6 @@ class UserBackend {
   ~UserBackend();
 
   Engine& engine() { return *engine_; }
-  /// True when `fd` is one of this engine's descriptors (open or not).
-  bool serves(int fd) const { return slot_of(fd).has_value(); }
   /// Open ustack descriptors (readable from any thread: a gauge).
   int open_descriptors() const { return open_count_.load(std::memory_order_relaxed); }
 

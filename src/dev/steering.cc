@@ -103,8 +103,10 @@ std::string SteeredDevice::name() const {
   return queue_.name() + " (engine " + std::to_string(index_) + " of " + std::to_string(group_.engines()) + ")";
 }
 
-bool SteeredDevice::forward(uint32_t to, Packet& frame) {
-  const bool pushed = group_.ring(index_, to).push(frame);
+bool SteeredDevice::forward(uint32_t to, Packet& frame) { return push(group_.ring(index_, to), to, frame); }
+
+bool SteeredDevice::push(SpscRing<Packet>& ring, uint32_t to, Packet& frame) {
+  const bool pushed = ring.push(frame);
   if (pushed) group_.doorbell(to).ring();
   if (!pushed && stats_) stats_->steered_dropped_ring_full.inc();
   frame = Packet();  // pushed (moved from) or dropped
@@ -124,11 +126,7 @@ bool SteeredDevice::hand_over_local(Packet& ip_packet) {
   if (owner == index_) return false;
   Packet copy = Packet::copy_of(ip_packet.bytes());
   ip_packet = Packet();
-  if (group_.local_ring(index_, owner).push(copy)) {
-    group_.doorbell(owner).ring();
-  } else if (stats_) {
-    stats_->steered_dropped_ring_full.inc();
-  }
+  push(group_.local_ring(index_, owner), owner, copy);
   return true;
 }
 

@@ -113,6 +113,8 @@ class SteeredDevice final : public Device {
  private:
   /// Hands `frame` to engine `to`; drops it (counted) when that ring is full.
   bool forward(uint32_t to, Packet& frame);
+  /// Puts `packet` on `ring`, towards engine `to`, and wakes it; drops it (counted) when full.
+  bool push(SpscRing<Packet>& ring, uint32_t to, Packet& packet);
   bool inbound_waiting() const;
 
   Device& queue_;

@@ -109,6 +109,10 @@ struct EchoEnd {
   }
 };
 
+bool all_done(const std::vector<EchoEnd>& ends) {
+  return std::all_of(ends.begin(), ends.end(), [](const EchoEnd& e) { return e.done(); });
+}
+
 class MultiEngineSim {
  public:
   /// `tune` may change each engine's configuration (the same for all).
@@ -241,9 +245,7 @@ TEST_P(MultiEngine, EveryFlowStaysOnItsEngineAndEveryByteArrives) {
         for (auto& s : servers) s.pump(now);
       },
       [&] {
-        return servers.size() == clients.size() &&
-               std::all_of(clients.begin(), clients.end(), [](const EchoEnd& e) { return e.done(); }) &&
-               std::all_of(servers.begin(), servers.end(), [](const EchoEnd& e) { return e.done(); });
+        return servers.size() == clients.size() && all_done(clients) && all_done(servers);
       });
   ASSERT_TRUE(finished) << "accepted " << servers.size() << " of " << clients.size() << ", clients left "
                         << std::count_if(clients.begin(), clients.end(), [](const EchoEnd& e) { return !e.done(); });
@@ -330,9 +332,7 @@ TEST_P(OneListener, GetsEveryConnectionWhateverQueueItCameOn) {
         for (auto& s : servers) s.pump(now);
       },
       [&] {
-        return servers.size() == clients.size() &&
-               std::all_of(clients.begin(), clients.end(), [](const EchoEnd& e) { return e.done(); }) &&
-               std::all_of(servers.begin(), servers.end(), [](const EchoEnd& e) { return e.done(); });
+        return servers.size() == clients.size() && all_done(clients) && all_done(servers);
       });
   ASSERT_TRUE(finished) << "accepted " << servers.size() << " of " << clients.size();
   for (const EchoEnd& c : clients) {
@@ -400,8 +400,7 @@ TEST(MultiEngine, WhenOneReusePortListenerClosesTheOtherTakesItsShare) {
         for (auto& s : servers) s.pump(now);
       },
       [&] {
-        return servers.size() == clients.size() &&
-               std::all_of(clients.begin(), clients.end(), [](const EchoEnd& e) { return e.done(); });
+        return servers.size() == clients.size() && all_done(clients);
       });
   ASSERT_TRUE(finished) << "accepted " << servers.size() << " of " << clients.size();
   for (const EchoEnd& c : clients) EXPECT_EQ(c.error, 0);
