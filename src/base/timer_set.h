@@ -24,6 +24,13 @@ class TimerSet {
   explicit TimerSet(TimerClient* owner) : entry_(owner) { deadlines_.fill(Instant::max()); }
 
   bool armed(size_t kind) const { return deadlines_[kind] != Instant::max(); }
+  /// None armed, none due.
+  bool idle() const {
+    for (const Instant d : deadlines_) {
+      if (d != Instant::max()) return false;
+    }
+    return firing_ == 0;
+  }
 
   void arm(TimerWheel& wheel, size_t kind, Instant deadline) {
     deadlines_[kind] = deadline;

@@ -38,6 +38,8 @@ class ReceiveQueue {
   /// number of copies it made (small segments, or `copy`) to `*copies` (for the stats).
   Added add(SeqNum seq, Packet payload, bool copy, uint32_t* copies);
 
+  /// Nothing held: no byte to read, none out of order (the state of a new queue but for next()).
+  bool empty() const { return ready_.empty() && ooo_.empty() && charged_ == 0; }
   /// Bytes the application can read.
   size_t readable() const { return readable_; }
   /// Copies up to out.size() bytes; `peek` leaves them queued. Returns bytes copied.

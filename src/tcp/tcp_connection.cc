@@ -49,10 +49,8 @@ TcpConnection::TcpConnection(TcpLayer& layer, const FourTuple& tuple, const ip::
       tuple_(tuple),
       route_(route),
       options_(options),
-      rx_(layer.config().max_out_of_order),
       rtt_(layer.config().rto),
-      cc_(snd_mss_, layer.config().initial_cwnd_segments),
-      timers_(this) {
+      cc_(snd_mss_, layer.config().initial_cwnd_segments) {
   // RFC 7323 §2.3: the shift our largest buffer needs, computed as Linux does
   // (tcp_select_initial_window: ilog2 of the largest buffer, less 15, at most 14), so that a peer
   // sees the same window scale from us as from a Linux host with the same tcp_rmem[2].
@@ -65,7 +63,32 @@ TcpConnection::TcpConnection(TcpLayer& layer, const FourTuple& tuple, const ip::
   cc_ = NewReno(snd_mss_, layer.config().initial_cwnd_segments);
 }
 
-TcpConnection::~TcpConnection() = default;
+// Not back to the layer's spares: a socket may hold the connection past the layer.
+TcpConnection::~TcpConnection() { delete busy_; }
+
+TcpConnection::Transfer::Transfer(TcpConnection& owner, uint32_t max_out_of_order, SeqNum send_tail,
+                                  SeqNum receive_next)
+    : owner(owner), tx(send_tail), rx(max_out_of_order), timers(&owner) {
+  rx.reset(receive_next);
+}
+
+bool TcpConnection::Transfer::at_rest() const {
+  return tx.empty() && tx.size() == 0 && rx.empty() && timers.idle() && !ooo_fin && dup_acks == 0 &&
+         retransmits == 0 && keepalive_probes_sent == 0 && !in_recovery && !ack_now;
+}
+
+TcpConnection::Transfer& TcpConnection::busy() {
+  if (!busy_) busy_ = layer_.take_transfer(*this, parked_send_tail_, parked_receive_next_);
+  return *busy_;
+}
+
+void TcpConnection::settle() {
+  // TIME-WAIT's block links it into the layer's TIME-WAIT list (and its timer is always armed).
+  if (!busy_ || state_ == State::kTimeWait || !busy_->at_rest()) return;
+  parked_send_tail_ = busy_->tx.tail();
+  parked_receive_next_ = busy_->rx.next();
+  layer_.give_back_transfer(std::exchange(busy_, nullptr));
+}
 
 void TcpConnection::compute_mss() {
   // RFC 9293 §3.7.1 / RFC 6691: announce what the route carries in one packet, less the fixed
@@ -83,7 +106,7 @@ void TcpConnection::open_active(Instant now, SeqNum iss) {
   iss_ = iss;
   snd_una_ = snd_nxt_ = snd_max_ = iss;
   recover_ = iss;  // RFC 6582 §3.2 step 1 (a default of 0 blocked fast retransmit for half the ISSs)
-  tx_.reset(iss + 1);
+  busy().tx.reset(iss + 1);
   last_receive_ = last_send_ = now;
   last_invalid_ack_ = now - layer_.config().invalid_ack_interval;  // the first one is answered
   set_state(State::kSynSent);
@@ -96,10 +119,10 @@ void TcpConnection::open_passive(Instant now, SeqNum iss, const SegmentRepr& syn
   iss_ = iss;
   snd_una_ = snd_nxt_ = snd_max_ = iss;
   recover_ = iss;  // RFC 6582 §3.2 step 1
-  tx_.reset(iss + 1);
+  busy().tx.reset(iss + 1);
   irs_ = syn.seq;
   rcv_nxt_ = syn.seq + 1;
-  rx_.reset(rcv_nxt_);
+  busy().rx.reset(rcv_nxt_);
   rcv_adv_ = rcv_nxt_;
   take_options(syn.options, false);
   // RFC 9293 §3.10.7.2: the SYN's window is never scaled.
@@ -128,7 +151,8 @@ void TcpConnection::take_options(const TcpOptions& o, bool) {
 }
 
 size_t TcpConnection::send_space() const {
-  return options_.sndbuf > tx_.charged() ? options_.sndbuf - tx_.charged() : 0;
+  const size_t charged = busy_ ? busy_->tx.charged() : 0;
+  return options_.sndbuf > charged ? options_.sndbuf - charged : 0;
 }
 
 Result<size_t, int> TcpConnection::send(Instant now, std::span<const uint8_t> data) {
@@ -137,8 +161,9 @@ Result<size_t, int> TcpConnection::send(Instant now, std::span<const uint8_t> da
   if (state_ == State::kSynSent || state_ == State::kSynReceived) return unexpected(EAGAIN);
   if (state_ != State::kEstablished && state_ != State::kCloseWait) return unexpected(EPIPE);
   if (data.empty()) return size_t{0};
-  const bool was_idle = tx_.empty();
-  const size_t taken = tx_.append(data, snd_mss_, snd_nxt_, options_.sndbuf, layer_);
+  const Settle settle(*this);
+  const bool was_idle = busy().tx.empty();
+  const size_t taken = busy().tx.append(data, snd_mss_, snd_nxt_, options_.sndbuf, layer_);
   if (taken == 0) return size_t{0};
   // RFC 5681 §4.1: a connection idle for more than an RTO restarts from the initial window.
   if (was_idle && in_flight() == 0 && now - last_send_ > rtt_.rto()) cc_.restart_after_idle();
@@ -147,8 +172,9 @@ Result<size_t, int> TcpConnection::send(Instant now, std::span<const uint8_t> da
 }
 
 Result<size_t, int> TcpConnection::receive(Instant now, std::span<uint8_t> out, bool peek) {
-  if (rx_.readable() > 0) {
-    const size_t n = rx_.read(out, peek);
+  if (readable() > 0) {
+    const Settle settle(*this);
+    const size_t n = busy_->rx.read(out, peek);
     if (!peek && window_update_due()) {
       send_ack(now);
     }
@@ -158,9 +184,10 @@ Result<size_t, int> TcpConnection::receive(Instant now, std::span<uint8_t> out, 
 }
 
 Result<size_t, int> TcpConnection::lend(Instant now, std::span<Packet> out) {
-  if (rx_.readable() > 0) {
+  if (readable() > 0) {
+    const Settle settle(*this);
     size_t n = 0;
-    while (n < out.size() && rx_.readable() > 0) out[n++] = rx_.lend();
+    while (n < out.size() && busy_->rx.readable() > 0) out[n++] = busy_->rx.lend();
     if (window_update_due()) send_ack(now);
     return n;
   }
@@ -176,6 +203,7 @@ Result<size_t, int> TcpConnection::nothing_readable() {
 
 void TcpConnection::shutdown_write(Instant now) {
   if (snd_shutdown_) return;
+  const Settle settle(*this);
   snd_shutdown_ = true;
   switch (state_) {
     case State::kSynSent:
@@ -200,13 +228,14 @@ void TcpConnection::shutdown_read() {
 }
 
 void TcpConnection::close(Instant now) {
+  const Settle settle(*this);
   orphaned_ = true;
   observer_ = nullptr;
   // Linux's tcp_close(): unread data means the peer's data is lost; say so with a RST rather
   // than an orderly FIN (RFC 9293 §3.10.4 allows it; RFC 2525 §2.17 recommends it). So does
   // SO_LINGER with a zero timeout.
   if (state_ != State::kClosed && state_ != State::kSynSent &&
-      (rx_.readable() > 0 || (options_.linger && options_.linger_seconds == 0))) {
+      (readable() > 0 || (options_.linger && options_.linger_seconds == 0))) {
     layer_.stats().aborts_on_close.inc();
     abort(now, 0);
     return;
@@ -226,7 +255,7 @@ void TcpConnection::close(Instant now) {
       return;
     case State::kFinWait2:
       // An orphan waits for the peer's FIN only so long (tcp_fin_timeout).
-      rtx_mode_ = RtxMode::kFinWait2;
+      busy().rtx_mode = RtxMode::kFinWait2;
       arm(kRetransmitTimer, now + layer_.config().fin_wait2_timeout);
       return;
     default:
@@ -242,6 +271,7 @@ void TcpConnection::shutdown_write_internal(Instant now) {
 
 void TcpConnection::abort(Instant now, int err) {
   if (state_ == State::kClosed) return;
+  const Settle settle(*this);
   // RFC 9293 §3.10.5 ABORT: a RST in the synchronized states, nothing before.
   if (synchronized() && state_ != State::kTimeWait) send_reset(now);
   closed(err);
@@ -250,6 +280,7 @@ void TcpConnection::abort(Instant now, int err) {
 
 void TcpConnection::options_changed(Instant now) {
   if (state_ == State::kClosed) return;
+  const Settle settle(*this);
   arm_keepalive(now);
   if (options_.nodelay) output(now);
 }
@@ -261,10 +292,10 @@ uint32_t TcpConnection::poll_events() const {
   if (both_shut || state_ == State::kClosed) ev |= kPollHup;
   if (rcv_shutdown_) ev |= kPollIn | kPollRdNorm | kPollRdHup;
   if (state_ != State::kSynSent && state_ != State::kSynReceived) {
-    if (rx_.readable() > 0) ev |= kPollIn | kPollRdNorm;
+    if (readable() > 0) ev |= kPollIn | kPollRdNorm;
     if (!snd_shutdown_) {
       // sk_stream_is_writeable(): free space at least half of what is queued.
-      if (state_ != State::kClosed && send_space() > 0 && send_space() >= tx_.charged() / 2) {
+      if (state_ != State::kClosed && send_space() > 0 && send_space() >= (busy_ ? busy_->tx.charged() : 0) / 2) {
         ev |= kPollOut | kPollWrNorm;
       }
     } else {
@@ -291,8 +322,10 @@ void TcpConnection::closed(int err) {
   if (err) user_reset_ = true;
   rcv_shutdown_ = true;
   snd_shutdown_ = true;
-  timers_.disarm_all(layer_.timers());
-  tx_.reset(tx_.tail());
+  if (busy_) {
+    busy_->timers.disarm_all(layer_.timers());
+    busy_->tx.reset(busy_->tx.tail());
+  }
   set_state(State::kClosed);
   notify(kPollIn | kPollOut | kPollErr | kPollHup | kPollRdHup);
 }
@@ -301,7 +334,7 @@ void TcpConnection::enter_time_wait(Instant now) {
   disarm(kDelayedAckTimer);
   disarm(kKeepaliveTimer);
   set_state(State::kTimeWait);
-  rtx_mode_ = RtxMode::kTimeWait;
+  busy().rtx_mode = RtxMode::kTimeWait;
   arm(kRetransmitTimer, now + layer_.config().time_wait);
   notify(kPollIn | kPollHup | kPollRdHup);
 }

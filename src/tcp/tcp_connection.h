@@ -103,7 +103,7 @@ class TcpLayer;
 class TcpListener;
 
 /// Shared by the layer's demultiplexer and the API's socket: whichever lets go last frees it.
-class TcpConnection final : public AgeList<TcpConnection>::Hook, private TimerClient {
+class TcpConnection final : private TimerClient {
  public:
   TcpConnection(TcpLayer& layer, const FourTuple& tuple, const ip::Route& route, const SocketOptions& options);
   ~TcpConnection();
@@ -157,8 +157,11 @@ class TcpConnection final : public AgeList<TcpConnection>::Hook, private TimerCl
   bool orphaned() const { return orphaned_; }
   bool read_shut() const { return rcv_shutdown_; }
   bool write_shut() const { return snd_shutdown_; }
-  size_t readable() const { return rx_.readable(); }
-  size_t send_queued() const { return tx_.size(); }
+  size_t readable() const { return busy_ ? busy_->rx.readable() : 0; }
+  size_t send_queued() const { return busy_ ? busy_->tx.size() : 0; }
+  /// Whether the connection holds its transfer state (queues, timers, loss recovery) now: an
+  /// idle one gives it back. For tests and the memory figures.
+  bool holds_transfer_state() const { return busy_ != nullptr; }
   /// Bytes send() can take now (SO_SNDBUF minus what the queue holds).
   size_t send_space() const;
   uint16_t mss() const { return snd_mss_; }
@@ -178,6 +181,8 @@ class TcpConnection final : public AgeList<TcpConnection>::Hook, private TimerCl
   uint8_t snd_wscale() const { return snd_wscale_; }
   uint8_t rcv_wscale() const { return rcv_wscale_; }
   TcpListener* listener() const { return listener_; }
+  /// Retransmissions since the last new ACK (or SYN retries).
+  int retransmits() const { return busy_ ? busy_->retransmits : 0; }
   void detach_listener() { listener_ = nullptr; }
   PortBinding& binding() { return binding_; }
   const ip::Route& route() const { return route_; }
@@ -188,6 +193,41 @@ class TcpConnection final : public AgeList<TcpConnection>::Hook, private TimerCl
   friend class TcpLayer;
   enum TimerKind : uint8_t { kRetransmitTimer, kDelayedAckTimer, kKeepaliveTimer, kTimerKinds };
   enum class RtxMode : uint8_t { kRetransmit, kPersist, kTimeWait, kFinWait2 };
+
+  // What a connection needs only while it has bytes queued, a timer armed or a loss to recover
+  // from. An idle connection hands it back (settle(), at the end of every call into it), so that
+  // it costs only the fields below; TcpLayer keeps a few spare for the next busy one. A block at
+  // rest holds what a new one would, so giving it back changes no behaviour.
+  struct Transfer : AgeList<Transfer>::Hook {  // the hook: TcpLayer's TIME-WAIT list
+    Transfer(TcpConnection& owner, uint32_t max_out_of_order, SeqNum send_tail, SeqNum receive_next);
+    /// As a new block, but for where the queues start. rtx_mode does not count: it is read only
+    /// while the retransmission timer is armed.
+    bool at_rest() const;
+
+    TcpConnection& owner;
+    SendQueue tx;
+    ReceiveQueue rx;
+    TimerSet<kTimerKinds> timers;
+    std::optional<SeqNum> ooo_fin;  // a FIN seen beyond a gap
+    uint32_t dup_acks = 0;
+    int retransmits = 0;            // consecutive RTO expiries (or SYN retries)
+    int keepalive_probes_sent = 0;
+    bool in_recovery = false;
+    bool ack_now = false;
+    RtxMode rtx_mode = RtxMode::kRetransmit;
+  };
+  /// The transfer state, taken from the layer when the connection has none.
+  Transfer& busy();
+  /// Gives the transfer state back when it is at rest.
+  void settle();
+  /// settle() when the call it is made in returns, whichever way.
+  struct Settle {
+    explicit Settle(TcpConnection& c) : c(c) {}
+    ~Settle() { c.settle(); }
+    TcpConnection& c;
+  };
+  /// Where the send queue ends (SND.UNA's side of a FIN) and what the receive queue expects next.
+  SeqNum send_tail() const { return busy_ ? busy_->tx.tail() : parked_send_tail_; }
 
   // tcp_input.cc
   void syn_sent_input(Instant now, const SegmentRepr& seg, Packet& payload);
@@ -224,9 +264,11 @@ class TcpConnection final : public AgeList<TcpConnection>::Hook, private TimerCl
   void arm_persist(Instant now);
   void arm_keepalive(Instant now);
   void on_timer(TimerEntry& entry, Instant now) override;
-  void arm(TimerKind kind, Instant deadline) { timers_.arm(layer_timers(), kind, deadline); }
-  void disarm(TimerKind kind) { timers_.disarm(layer_timers(), kind); }
-  bool armed(TimerKind kind) const { return timers_.armed(kind); }
+  void arm(TimerKind kind, Instant deadline) { busy().timers.arm(layer_timers(), kind, deadline); }
+  void disarm(TimerKind kind) {
+    if (busy_) busy_->timers.disarm(layer_timers(), kind);
+  }
+  bool armed(TimerKind kind) const { return busy_ && busy_->timers.armed(kind); }
   TimerWheel& layer_timers();
   void retransmit_timeout(Instant now);
   void persist_timeout(Instant now);
@@ -240,8 +282,8 @@ class TcpConnection final : public AgeList<TcpConnection>::Hook, private TimerCl
   void notify(uint32_t events);
   uint32_t in_flight() const { return static_cast<uint32_t>(snd_max_ - snd_una_); }
   uint32_t data_in_flight() const;
-  SeqNum fin_seq() const { return tx_.tail(); }
-  bool fin_acked() const { return fin_queued_ && snd_una_ > tx_.tail(); }
+  SeqNum fin_seq() const { return send_tail(); }
+  bool fin_acked() const { return fin_queued_ && snd_una_ > send_tail(); }
   void compute_mss();
 
   TcpLayer& layer_;
@@ -273,35 +315,26 @@ class TcpConnection final : public AgeList<TcpConnection>::Hook, private TimerCl
   uint16_t adv_mss_ = 536;     // what we announce
   uint16_t snd_mss_ = 536;     // payload bytes per segment we send (options taken off)
 
-  SendQueue tx_;
-  ReceiveQueue rx_;
+  Transfer* busy_ = nullptr;
+  SeqNum parked_send_tail_;     // send_tail() while busy_ is null
+  SeqNum parked_receive_next_;  // the receive queue's next() while busy_ is null
   bool fin_queued_ = false;     // the user closed or shut down writing: a FIN follows the data
   bool rcv_shutdown_ = false;   // FIN received or SHUT_RD: reads see end of stream
   bool snd_shutdown_ = false;   // SHUT_WR or close: sends fail with EPIPE
   bool orphaned_ = false;       // close() was called: nobody reads any more
   bool established_once_ = false;
   bool user_reset_ = false;     // the connection ended by RST or error (vs an orderly close)
-  std::optional<SeqNum> ooo_fin_;  // a FIN seen beyond a gap
   int error_ = 0;
 
   RttEstimator rtt_;
   // NewReno is the only algorithm (TcpConfig::congestion): held inline, no allocation per
   // connection. A second algorithm makes this a std::variant.
   NewReno cc_;
-  uint32_t dup_acks_ = 0;
-  bool in_recovery_ = false;
   SeqNum recover_;               // RFC 6582's "recover"
-  int retransmits_ = 0;          // consecutive RTO expiries (or SYN retries)
   Instant last_send_;            // RFC 5681 §4.1 idle restart
   Instant last_receive_;         // keepalive idle, quick-ack after idle
   Instant last_invalid_ack_;     // tcp_invalid_ratelimit
-  int keepalive_probes_sent_ = 0;
-  uint32_t ack_pending_segments_ = 0;  // full-size segments received since our last ACK
   uint32_t quick_acks_ = 0;
-  bool ack_now_ = false;
-
-  TimerSet<kTimerKinds> timers_;
-  RtxMode rtx_mode_ = RtxMode::kRetransmit;
 };
 
 }  // namespace ustack::tcp

@@ -23,6 +23,7 @@ Duration handshake_fallback_rto(const RtoConfig& c) { return std::max<Duration>(
 
 void TcpConnection::segment_arrives(Instant now, const SegmentRepr& seg, Packet payload) {
   if (state_ == State::kClosed) return;
+  const Settle settle(*this);
   if (state_ == State::kSynSent) {
     syn_sent_input(now, seg, payload);
     output(now);
@@ -95,14 +96,14 @@ void TcpConnection::segment_arrives(Instant now, const SegmentRepr& seg, Packet 
   // mode after an idle spell), so it moves only afterwards.
   data_input(now, seg, payload);
   last_receive_ = now;
-  keepalive_probes_sent_ = 0;
+  if (busy_) busy_->keepalive_probes_sent = 0;
   if (state_ == State::kClosed) return;
   if (seg.flags & kFin) {
     const SeqNum fin_at = seg.seq + static_cast<uint32_t>(seg.payload.size());
     if (fin_at == rcv_nxt_) {
       fin_input(now);
     } else if (fin_at > rcv_nxt_) {
-      ooo_fin_ = fin_at;  // after a gap: it counts once the data before it is in
+      busy().ooo_fin = fin_at;  // after a gap: it counts once the data before it is in
     }
   }
   if (state_ == State::kClosed) return;
@@ -128,7 +129,7 @@ void TcpConnection::syn_sent_input(Instant now, const SegmentRepr& seg, Packet& 
   if (!(seg.flags & kSyn)) return;
   irs_ = seg.seq;
   rcv_nxt_ = seg.seq + 1;
-  rx_.reset(rcv_nxt_);
+  busy().rx.reset(rcv_nxt_);
   rcv_adv_ = rcv_nxt_;
   take_options(seg.options, has_ack);
   snd_wnd_ = max_snd_wnd_ = seg.window;  // RFC 7323 §2.2: never scaled in a SYN
@@ -137,16 +138,16 @@ void TcpConnection::syn_sent_input(Instant now, const SegmentRepr& seg, Packet& 
   if (ts_enabled_) ts_recent_stamp_ = now;
   if (has_ack) {
     snd_una_ = seg.ack;
-    if (retransmits_ == 0) {
+    if (busy().retransmits == 0) {
       rtt_.sample(now - last_send_);  // Karn: only a SYN sent once
     } else {
       rtt_ = RttEstimator(layer_.config().rto, handshake_fallback_rto(layer_.config().rto));
     }
-    retransmits_ = 0;
+    busy().retransmits = 0;
     disarm(kRetransmitTimer);
     set_state(State::kEstablished);
     established(now);
-    ack_now_ = true;
+    busy().ack_now = true;
     last_receive_ = now;
     data_input(now, seg, payload);
     if (seg.flags & kFin) fin_input(now);
@@ -155,7 +156,7 @@ void TcpConnection::syn_sent_input(Instant now, const SegmentRepr& seg, Packet& 
   }
   // Simultaneous open (RFC 9293 §3.5, figure 8).
   set_state(State::kSynReceived);
-  retransmits_ = 0;
+  busy().retransmits = 0;
   send_syn(now);
   arm_retransmit(now);
 }
@@ -218,12 +219,12 @@ bool TcpConnection::ack_input(Instant now, const SegmentRepr& seg) {
     // The handshake completes; Linux drops the ACK instead when the accept queue is full, and
     // the SYN-ACK's retransmission gives the peer another go later.
     if (listener_ && !layer_.admit_to_accept_queue(*this)) return false;
-    if (retransmits_ == 0) {
+    if (busy().retransmits == 0) {
       rtt_.sample(now - last_send_);
     } else {
       rtt_ = RttEstimator(layer_.config().rto, handshake_fallback_rto(layer_.config().rto));
     }
-    retransmits_ = 0;
+    busy().retransmits = 0;
     snd_wnd_ = static_cast<uint32_t>(seg.window) << snd_wscale_;
     max_snd_wnd_ = std::max(max_snd_wnd_, snd_wnd_);
     snd_wl1_ = seg.seq;
@@ -261,7 +262,7 @@ bool TcpConnection::ack_input(Instant now, const SegmentRepr& seg) {
         set_state(State::kFinWait2);
         disarm(kRetransmitTimer);
         if (orphaned_) {
-          rtx_mode_ = RtxMode::kFinWait2;
+          busy().rtx_mode = RtxMode::kFinWait2;
           arm(kRetransmitTimer, now + layer_.config().fin_wait2_timeout);
         }
       }
@@ -287,18 +288,18 @@ bool TcpConnection::ack_input(Instant now, const SegmentRepr& seg) {
 void TcpConnection::new_ack(Instant now, const SegmentRepr& seg, uint32_t acked) {
   const uint32_t flight_before = in_flight();
   // The SYN and the FIN take a sequence number each but no byte of the queue.
-  const SeqNum data_ack = min(seg.ack, tx_.tail());
-  const SendQueue::Acked done = tx_.acknowledge(data_ack, now);
+  const SeqNum data_ack = min(seg.ack, busy().tx.tail());
+  const SendQueue::Acked done = busy().tx.acknowledge(data_ack, now);
   snd_una_ = seg.ack;
   if (snd_nxt_ < snd_una_) snd_nxt_ = snd_una_;
   // RFC 6298 (2.2)/(2.3) with Karn's rule: only segments sent once give samples.
   if (done.sent_at) rtt_.sample(now - *done.sent_at);
-  retransmits_ = 0;
-  if (in_recovery_) {
+  busy().retransmits = 0;
+  if (busy().in_recovery) {
     if (seg.ack > recover_) {
       // RFC 6582 §3.2 step 6: a full ACK ends recovery.
-      in_recovery_ = false;
-      dup_acks_ = 0;
+      busy().in_recovery = false;
+      busy().dup_acks = 0;
       cc_.exit_fast_recovery(in_flight());
     } else {
       // Step 5: a partial ACK; the next hole is lost too. Retransmit it at once.
@@ -307,12 +308,13 @@ void TcpConnection::new_ack(Instant now, const SegmentRepr& seg, uint32_t acked)
       arm_retransmit(now);  // the "impatient" variant: every partial ACK resets the timer
     }
   } else {
-    dup_acks_ = 0;
+    busy().dup_acks = 0;
     cc_.on_ack(now, done.bytes, flight_before);
   }
   // RFC 6298 (5.2)/(5.3).
   if (snd_max_ == snd_una_) {
-    if (rtx_mode_ == RtxMode::kRetransmit || rtx_mode_ == RtxMode::kPersist) disarm(kRetransmitTimer);
+    const RtxMode mode = busy().rtx_mode;
+    if (mode == RtxMode::kRetransmit || mode == RtxMode::kPersist) disarm(kRetransmitTimer);
   } else {
     arm_retransmit(now);
   }
@@ -320,16 +322,16 @@ void TcpConnection::new_ack(Instant now, const SegmentRepr& seg, uint32_t acked)
 }
 
 void TcpConnection::duplicate_ack(Instant now) {
-  ++dup_acks_;
-  if (in_recovery_) {
+  ++busy().dup_acks;
+  if (busy().in_recovery) {
     cc_.inflate();  // RFC 6582 §3.2 step 4; output() may send new data
     return;
   }
   // RFC 6582 §3.2 steps 1-2: three duplicates start a fast retransmit, unless this ACK does not
   // cover the last recovery point (then they are echoes of the old loss).
-  if (dup_acks_ != 3 || snd_una_ - 1 < recover_) return;
+  if (busy().dup_acks != 3 || snd_una_ - 1 < recover_) return;
   layer_.stats().fast_retransmits.inc();
-  in_recovery_ = true;
+  busy().in_recovery = true;
   recover_ = snd_max_ - 1;
   cc_.on_loss(now, in_flight());
   retransmit_head(now);
@@ -345,9 +347,9 @@ void TcpConnection::update_window(const SegmentRepr& seg) {
     max_snd_wnd_ = std::max(max_snd_wnd_, snd_wnd_);
     snd_wl1_ = seg.seq;
     snd_wl2_ = seg.ack;
-    if (old == 0 && snd_wnd_ > 0 && rtx_mode_ == RtxMode::kPersist && armed(kRetransmitTimer)) {
+    if (old == 0 && snd_wnd_ > 0 && armed(kRetransmitTimer) && busy_->rtx_mode == RtxMode::kPersist) {
       disarm(kRetransmitTimer);
-      retransmits_ = 0;
+      busy_->retransmits = 0;
     }
   }
 }
@@ -371,23 +373,23 @@ void TcpConnection::data_input(Instant now, const SegmentRepr& seg, Packet& payl
   if (end > rcv_adv_) len -= static_cast<size_t>(end - rcv_adv_);
   payload.truncate(len);
   if (len == 0) {
-    ack_now_ = true;
+    busy().ack_now = true;
     return;
   }
-  const bool had_gap = rx_.has_out_of_order();
+  const bool had_gap = busy().rx.has_out_of_order();
   uint32_t copies = 0;
-  const ReceiveQueue::Added added = rx_.add(seq, std::move(payload), layer_.device_buffers_scarce(), &copies);
+  const ReceiveQueue::Added added = busy().rx.add(seq, std::move(payload), layer_.device_buffers_scarce(), &copies);
   if (copies > 0) layer_.stats().rx_copied_small.inc(copies);
   switch (added) {
     case ReceiveQueue::Added::kInOrder: {
-      rcv_nxt_ = rx_.next();
+      rcv_nxt_ = busy().rx.next();
       // Linux's quick-ack mode: after an idle spell the peer is likely in slow start; ACK every
       // segment for a while so that it grows its window fast.
       if (now - last_receive_ > rtt_.rto()) quick_acks_ = layer_.config().quick_acks;
-      if (had_gap) ack_now_ = true;  // RFC 5681 §4.2: a segment that fills a gap is ACKed at once
+      if (had_gap) busy().ack_now = true;  // RFC 5681 §4.2: a segment that fills a gap is ACKed at once
       schedule_ack(now);
-      if (ooo_fin_ && *ooo_fin_ == rcv_nxt_) {
-        ooo_fin_.reset();
+      if (busy().ooo_fin && *busy().ooo_fin == rcv_nxt_) {
+        busy().ooo_fin.reset();
         fin_input(now);
       }
       notify(kPollIn | kPollRdNorm);
@@ -395,23 +397,23 @@ void TcpConnection::data_input(Instant now, const SegmentRepr& seg, Packet& payl
     }
     case ReceiveQueue::Added::kOutOfOrder:
       layer_.stats().ooo_segments.inc();
-      ack_now_ = true;  // RFC 5681 §4.2: a duplicate ACK at once for out-of-order data
+      busy().ack_now = true;  // RFC 5681 §4.2: a duplicate ACK at once for out-of-order data
       break;
     case ReceiveQueue::Added::kDropped:
       layer_.stats().ooo_dropped.inc();
-      ack_now_ = true;
+      busy().ack_now = true;
       break;
     case ReceiveQueue::Added::kDuplicate:
-      ack_now_ = true;
+      busy().ack_now = true;
       break;
   }
 }
 
 void TcpConnection::fin_input(Instant now) {
   rcv_nxt_ += 1;
-  rx_.skip_one();
+  busy().rx.skip_one();
   rcv_shutdown_ = true;
-  ack_now_ = true;
+  busy().ack_now = true;
   switch (state_) {
     case State::kSynReceived:
     case State::kEstablished:

@@ -33,7 +33,28 @@ TcpLayer::TcpLayer(const TcpConfig& config, const EngineShare& engine, TcpStats&
 TcpLayer::~TcpLayer() {
   // Connections still referenced by sockets outlive the map; they must not call back.
   for (auto& [tuple, c] : connections_) {
-    c->timers_.disarm_all(timers_);
+    if (c->busy_) c->busy_->timers.disarm_all(timers_);
+  }
+  for (void* spare : spare_transfers_) ::operator delete(spare);
+}
+
+TcpConnection::Transfer* TcpLayer::take_transfer(TcpConnection& c, SeqNum send_tail, SeqNum receive_next) {
+  void* memory;
+  if (spare_transfers_.empty()) {
+    memory = ::operator new(sizeof(TcpConnection::Transfer));
+  } else {
+    memory = spare_transfers_.back();
+    spare_transfers_.pop_back();
+  }
+  return new (memory) TcpConnection::Transfer(c, config_.max_out_of_order, send_tail, receive_next);
+}
+
+void TcpLayer::give_back_transfer(TcpConnection::Transfer* t) {
+  t->~Transfer();
+  if (spare_transfers_.size() < kSpareTransfers) {
+    spare_transfers_.push_back(t);
+  } else {
+    ::operator delete(t);
   }
 }
 
@@ -419,18 +440,18 @@ bool TcpLayer::allow_challenge_ack(Instant now) {
 
 void TcpLayer::state_changed(TcpConnection& c, State from, State to) {
   if (from == State::kTimeWait) {
-    time_wait_.unlink(c);
+    time_wait_.unlink(c.busy());
     --time_wait_count_;
     c.binding_.time_wait = false;
   }
   if (to == State::kTimeWait) {
-    time_wait_.push_newest(c);
+    time_wait_.push_newest(c.busy());
     ++time_wait_count_;
     c.binding_.time_wait = true;
     if (time_wait_count_ > config_.max_time_wait) {
-      TcpConnection* oldest = time_wait_.oldest();
+      TcpConnection& oldest = time_wait_.oldest()->owner;
       stats_.time_wait_evicted.inc();
-      oldest->closed(0);  // re-enters here, TIME-WAIT → CLOSED
+      oldest.closed(0);  // re-enters here, TIME-WAIT → CLOSED
     }
   }
   if (to == State::kClosed) {

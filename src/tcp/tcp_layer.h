@@ -71,6 +71,9 @@ class TcpLayer final : public SegmentAllocator {
   TcpStats& stats() { return stats_; }
   const TcpConfig& config() const { return config_; }
   Rng& rng() { return rng_; }
+  /// A connection's transfer state, from the spares when there is one.
+  TcpConnection::Transfer* take_transfer(TcpConnection& c, SeqNum send_tail, SeqNum receive_next);
+  void give_back_transfer(TcpConnection::Transfer* t);
   /// RFC 5961 §7: challenge ACKs are limited per second across all connections.
   bool allow_challenge_ack(Instant now);
   /// Every state change goes through here, so that the tables follow.
@@ -109,7 +112,11 @@ class TcpLayer final : public SegmentAllocator {
   absl::flat_hash_map<uint16_t, std::vector<PortBinding*>> ports_;
   absl::flat_hash_map<uint16_t, std::vector<TcpListener*>> listeners_;
   std::vector<std::shared_ptr<TcpConnection>> graveyard_;
-  AgeList<TcpConnection> time_wait_;
+  AgeList<TcpConnection::Transfer> time_wait_;  // a TIME-WAIT connection always holds one
+  // Busy connections take transfer state and idle ones give it back, about once per exchange:
+  // a few spare blocks spare malloc that. Bounded, so idle connections' memory stays theirs.
+  static constexpr size_t kSpareTransfers = 64;
+  std::vector<void*> spare_transfers_;
   size_t time_wait_count_ = 0;
   Instant challenge_window_start_;
   uint32_t challenge_acks_in_window_ = 0;

@@ -37,7 +37,7 @@ uint32_t TcpConnection::receive_space() const {
   // Like Linux with tcp_adv_win_scale = 1: half the buffer is window, half is the overhead of
   // the buffers that carry it. No more than the header can say with our scale.
   const size_t limit = options_.rcvbuf / 2;
-  const size_t held = rx_.readable();
+  const size_t held = readable();
   const size_t space = held >= limit ? 0 : limit - held;
   const size_t most = state_ == State::kSynSent || state_ == State::kSynReceived ? 65535 : size_t{65535} << rcv_wscale_;
   return static_cast<uint32_t>(std::min(space, most));
@@ -115,8 +115,7 @@ void TcpConnection::send_control(Instant now, SeqNum seq, uint8_t flags, std::sp
   if (flags & kRst) layer_.stats().tx_resets.inc();
   if (flags & kAck) {
     last_ack_sent_ = rcv_nxt_;
-    ack_now_ = false;
-    ack_pending_segments_ = 0;
+    if (busy_) busy_->ack_now = false;
     disarm(kDelayedAckTimer);
   }
 }
@@ -128,7 +127,7 @@ SeqNum TcpConnection::ack_seq() const {
   // of window (RFC 9293 §3.10.7.4). In a two-way transfer where both ends timed out, each then
   // dropped the other's every ACK until the connection timed out. While a zero-window probe is
   // out, SND.MAX counts the probe byte, which the peer's closed window did not take: SND.NXT.
-  const bool probing = rtx_mode_ == RtxMode::kPersist && armed(kRetransmitTimer);
+  const bool probing = armed(kRetransmitTimer) && busy_->rtx_mode == RtxMode::kPersist;
   return probing ? snd_nxt_ : snd_max_;
 }
 
@@ -153,23 +152,22 @@ bool TcpConnection::send_data_segment(Instant now, SeqNum seq, uint32_t len, boo
   Packet payload;
   if (len > 0) {
     bool copied = false;
-    payload = tx_.payload(seq, len, layer_, &copied);
+    payload = busy().tx.payload(seq, len, layer_, &copied);
     if (!payload) return false;
     if (copied) layer_.stats().tx_payload_copied.inc();
     len = static_cast<uint32_t>(payload.size());
-    if (seq + len == tx_.tail()) h.flags |= kPsh;  // the last byte the user wrote so far
+    if (seq + len == send_tail()) h.flags |= kPsh;  // the last byte the user wrote so far
   }
   if (fin) h.flags |= kFin;
   h.window = window_field();
   h.options = segment_options(now, false);
-  tx_.mark_sent(seq, len, now, retransmission);
+  busy().tx.mark_sent(seq, len, now, retransmission);
   layer_.transmit(now, *this, h, std::move(payload));
   snd_max_ = max(snd_max_, seq + len + (fin ? 1 : 0));
   if (retransmission) layer_.stats().retransmits.inc();
   last_send_ = now;
   last_ack_sent_ = rcv_nxt_;
-  ack_now_ = false;
-  ack_pending_segments_ = 0;
+  busy_->ack_now = false;
   disarm(kDelayedAckTimer);
   return true;
 }
@@ -184,12 +182,12 @@ void TcpConnection::output(Instant now) {
       break;
     case State::kFinWait2:
     case State::kTimeWait:
-      if (ack_now_) send_ack(now);
+      if (busy_ && busy_->ack_now) send_ack(now);
       return;
     default:
       return;  // the handshake sends its own segments
   }
-  const SeqNum data_end = tx_.tail();
+  const SeqNum data_end = send_tail();
   for (;;) {
     const uint32_t unsent = snd_nxt_ < data_end ? static_cast<uint32_t>(data_end - snd_nxt_) : 0;
     const bool fin_due = fin_queued_ && snd_nxt_ == data_end;
@@ -203,7 +201,7 @@ void TcpConnection::output(Instant now) {
     const uint32_t flight = static_cast<uint32_t>(snd_nxt_ - snd_una_);
     const uint32_t usable = wnd > flight ? wnd - flight : 0;
     uint32_t len = std::min({unsent, uint32_t{snd_mss_}, usable});
-    const uint32_t contiguous = tx_.contiguous_from(snd_nxt_);
+    const uint32_t contiguous = busy().tx.contiguous_from(snd_nxt_);
     if (contiguous > 0 && len > contiguous) len = contiguous;  // one chunk: no copy
     if (len == 0) break;
     if (len < snd_mss_) {
@@ -224,11 +222,11 @@ void TcpConnection::output(Instant now) {
     snd_nxt_ += len + (fin ? 1 : 0);
     if (fin) break;
   }
-  if (ack_now_) send_ack(now);
+  if (busy_ && busy_->ack_now) send_ack(now);
   // Timers: something unacknowledged runs the retransmission timer; data held back by a closed
   // window runs the persist timer.
   if (snd_nxt_ > snd_una_ || (snd_max_ > snd_una_ && snd_wnd_ > 0)) {
-    if (!armed(kRetransmitTimer) || rtx_mode_ != RtxMode::kRetransmit) arm_retransmit(now);
+    if (!armed(kRetransmitTimer) || busy_->rtx_mode != RtxMode::kRetransmit) arm_retransmit(now);
   } else if ((snd_nxt_ < data_end || (fin_queued_ && snd_nxt_ == data_end)) && !armed(kRetransmitTimer)) {
     arm_persist(now);
   }
@@ -236,7 +234,7 @@ void TcpConnection::output(Instant now) {
 
 void TcpConnection::output_forced(Instant now) {
   // The persist timer overrides Nagle and SWS avoidance: what the window takes goes now.
-  const SeqNum data_end = tx_.tail();
+  const SeqNum data_end = busy().tx.tail();
   if (snd_nxt_ >= data_end) {
     if (fin_queued_ && snd_nxt_ == data_end && send_data_segment(now, snd_nxt_, 0, true, false)) snd_nxt_ += 1;
     return;
@@ -249,7 +247,7 @@ void TcpConnection::output_forced(Instant now) {
 }
 
 void TcpConnection::retransmit_head(Instant now) {
-  const SeqNum data_end = tx_.tail();
+  const SeqNum data_end = busy().tx.tail();
   if (snd_una_ < data_end) {
     const uint32_t len = std::min<uint32_t>(snd_mss_, static_cast<uint32_t>(data_end - snd_una_));
     const bool fin = fin_queued_ && snd_una_ + len == data_end && snd_max_ > data_end;
@@ -266,29 +264,29 @@ void TcpConnection::schedule_ack(Instant now) {
   const uint32_t full = adv_mss_ - (ts_enabled_ ? 12 : 0);
   if (quick_acks_ > 0) {
     --quick_acks_;
-    ack_now_ = true;
+    busy().ack_now = true;
     return;
   }
   // Linux's __tcp_ack_snd_check(): more than one full segment's worth, not two whole ones: a
   // burst that ends in a short segment is ACKed at once instead of waiting for the timer, while
   // the sender's tail-loss probe (about 2 RTTs) would resend it.
   if (unacked > full) {
-    ack_now_ = true;
+    busy().ack_now = true;
     return;
   }
   if (!armed(kDelayedAckTimer)) arm(kDelayedAckTimer, now + layer_.config().delayed_ack);
 }
 
 void TcpConnection::arm_retransmit(Instant now) {
-  rtx_mode_ = RtxMode::kRetransmit;
+  busy().rtx_mode = RtxMode::kRetransmit;
   arm(kRetransmitTimer, now + rtt_.rto());
 }
 
 void TcpConnection::arm_persist(Instant now) {
-  rtx_mode_ = RtxMode::kPersist;
+  busy().rtx_mode = RtxMode::kPersist;
   // RFC 9293 §3.8.6.1: probe after an RTO, backing off exponentially like it.
   Duration wait = rtt_.rto();
-  for (int i = 0; i < retransmits_ && wait < layer_.config().rto.max; ++i) wait *= 2;
+  for (int i = 0; i < busy().retransmits && wait < layer_.config().rto.max; ++i) wait *= 2;
   arm(kRetransmitTimer, now + std::min(wait, layer_.config().rto.max));
 }
 
@@ -297,7 +295,7 @@ void TcpConnection::arm_keepalive(Instant now) {
     disarm(kKeepaliveTimer);
     return;
   }
-  const Instant at = keepalive_probes_sent_ == 0 ? last_receive_ + options_.keepalive_idle
+  const Instant at = !busy_ || busy_->keepalive_probes_sent == 0 ? last_receive_ + options_.keepalive_idle
                                                  : now + options_.keepalive_interval;
   arm(kKeepaliveTimer, std::max(at, now));
 }
@@ -305,10 +303,11 @@ void TcpConnection::arm_keepalive(Instant now) {
 TimerWheel& TcpConnection::layer_timers() { return layer_.timers(); }
 
 void TcpConnection::on_timer(TimerEntry&, Instant now) {
-  timers_.expire(layer_.timers(), now, [&](size_t kind) {
+  const Settle settle(*this);
+  busy_->timers.expire(layer_.timers(), now, [&](size_t kind) {
     switch (kind) {
       case kRetransmitTimer:
-        switch (rtx_mode_) {
+        switch (busy_->rtx_mode) {
           case RtxMode::kRetransmit: retransmit_timeout(now); break;
           case RtxMode::kPersist: persist_timeout(now); break;
           case RtxMode::kTimeWait:
@@ -332,12 +331,12 @@ void TcpConnection::retransmit_timeout(Instant now) {
   const TcpConfig& config = layer_.config();
   if (state_ == State::kSynSent || state_ == State::kSynReceived) {
     const int limit = state_ == State::kSynSent ? config.syn_retries : config.synack_retries;
-    if (retransmits_ >= limit) {
+    if (busy().retransmits >= limit) {
       layer_.stats().timeouts.inc();
       closed(listener_ ? 0 : ETIMEDOUT);
       return;
     }
-    ++retransmits_;
+    ++busy().retransmits;
     layer_.stats().syn_retransmits.inc();
     rtt_.back_off();
     send_syn(now);
@@ -345,19 +344,19 @@ void TcpConnection::retransmit_timeout(Instant now) {
     return;
   }
   if (snd_max_ == snd_una_) return;
-  if (retransmits_ >= config.retries2) {
+  if (busy().retransmits >= config.retries2) {
     layer_.stats().timeouts.inc();
     closed(ETIMEDOUT);
     return;
   }
-  ++retransmits_;
+  ++busy().retransmits;
   layer_.stats().rto_timeouts.inc();
   // RFC 5681 (4)-(5), RFC 6298 (5.4)-(5.6), RFC 6582 §4: the window collapses, the timer backs
   // off, recovery ends, and sending starts again from the oldest unacknowledged byte.
   cc_.on_timeout(now, in_flight());
   rtt_.back_off();
-  in_recovery_ = false;
-  dup_acks_ = 0;
+  busy().in_recovery = false;
+  busy().dup_acks = 0;
   recover_ = snd_max_ - 1;
   snd_nxt_ = snd_una_;
   arm_retransmit(now);
@@ -365,10 +364,10 @@ void TcpConnection::retransmit_timeout(Instant now) {
 }
 
 void TcpConnection::persist_timeout(Instant now) {
-  const SeqNum data_end = tx_.tail();
+  const SeqNum data_end = busy().tx.tail();
   if (snd_nxt_ >= data_end && !(fin_queued_ && snd_nxt_ == data_end)) return;
   layer_.stats().zero_window_probes.inc();
-  ++retransmits_;
+  ++busy().retransmits;
   if (snd_wnd_ == 0 && snd_nxt_ < data_end) {
     // RFC 9293 §3.8.6.1: one byte of new data beyond the closed window. snd_nxt_ stays put, so
     // that the byte goes again normally once the window opens.
@@ -381,17 +380,17 @@ void TcpConnection::persist_timeout(Instant now) {
 
 void TcpConnection::keepalive_timeout(Instant now) {
   if (!options_.keepalive || !synchronized() || state_ == State::kTimeWait) return;
-  if (keepalive_probes_sent_ == 0 && now < last_receive_ + options_.keepalive_idle) {
+  if (busy().keepalive_probes_sent == 0 && now < last_receive_ + options_.keepalive_idle) {
     arm_keepalive(now);
     return;
   }
-  if (keepalive_probes_sent_ >= options_.keepalive_probes) {
+  if (busy().keepalive_probes_sent >= options_.keepalive_probes) {
     layer_.stats().keepalive_timeouts.inc();
     abort(now, ETIMEDOUT);
     return;
   }
   // RFC 9293 §3.8.4: a segment the peer must ACK: one sequence number back, no data.
-  ++keepalive_probes_sent_;
+  ++busy().keepalive_probes_sent;
   send_control(now, snd_una_ - 1, kAck);
   arm(kKeepaliveTimer, now + options_.keepalive_interval);
 }
