@@ -371,10 +371,12 @@ int UserBackend::tcp_setsockopt(TcpFile& f, int level, int name, const void* val
       case SO_REUSEPORT: o.reuse_port = v != 0; break;
       case SO_KEEPALIVE: o.keepalive = v != 0; break;
       case SO_RCVBUF:
-        o.rcvbuf = std::max(udp::kMinRcvbuf, 2 * std::min(static_cast<size_t>(std::max(v, 0)), udp::kMaxBufOption));
+        o.rcvbuf = static_cast<uint32_t>(
+            std::max(udp::kMinRcvbuf, 2 * std::min(static_cast<size_t>(std::max(v, 0)), udp::kMaxBufOption)));
         break;
       case SO_SNDBUF:
-        o.sndbuf = std::max(udp::kMinSndbuf, 2 * std::min(static_cast<size_t>(std::max(v, 0)), udp::kMaxBufOption));
+        o.sndbuf = static_cast<uint32_t>(
+            std::max(udp::kMinSndbuf, 2 * std::min(static_cast<size_t>(std::max(v, 0)), udp::kMaxBufOption)));
         break;
       default: return fail(ENOPROTOOPT);
     }
@@ -389,15 +391,15 @@ int UserBackend::tcp_setsockopt(TcpFile& f, int level, int name, const void* val
     case TCP_NODELAY: o.nodelay = v != 0; break;
     case TCP_KEEPIDLE:
       if (v < 1 || v > kMaxKeepIdle) return fail(EINVAL);
-      o.keepalive_idle = std::chrono::seconds(v);
+      o.keepalive_idle = tcp::SocketOptions::Seconds(v);
       break;
     case TCP_KEEPINTVL:
       if (v < 1 || v > kMaxKeepIntvl) return fail(EINVAL);
-      o.keepalive_interval = std::chrono::seconds(v);
+      o.keepalive_interval = tcp::SocketOptions::Seconds(v);
       break;
     case TCP_KEEPCNT:
       if (v < 1 || v > kMaxKeepCnt) return fail(EINVAL);
-      o.keepalive_probes = v;
+      o.keepalive_probes = static_cast<uint8_t>(v);
       break;
     case TCP_MAXSEG:
       if (v != 0 && (v < kMinUserMss || v > kMaxUserMss)) return fail(EINVAL);
@@ -432,9 +434,9 @@ int UserBackend::tcp_getsockopt(TcpFile& f, int level, int name, void* val, sock
   if (level != IPPROTO_TCP) return fail(ENOPROTOOPT);
   switch (name) {
     case TCP_NODELAY: return get_option(val, len, int{o.nodelay});
-    case TCP_KEEPIDLE: return get_option(val, len, static_cast<int>(std::chrono::duration_cast<std::chrono::seconds>(o.keepalive_idle).count()));
-    case TCP_KEEPINTVL: return get_option(val, len, static_cast<int>(std::chrono::duration_cast<std::chrono::seconds>(o.keepalive_interval).count()));
-    case TCP_KEEPCNT: return get_option(val, len, o.keepalive_probes);
+    case TCP_KEEPIDLE: return get_option(val, len, static_cast<int>(o.keepalive_idle.count()));
+    case TCP_KEEPINTVL: return get_option(val, len, static_cast<int>(o.keepalive_interval.count()));
+    case TCP_KEEPCNT: return get_option(val, len, int{o.keepalive_probes});
     case TCP_MAXSEG: {
       int mss = o.user_mss ? o.user_mss : kDefaultMss;
       if (f.conn && f.conn->synchronized()) mss = f.conn->mss();

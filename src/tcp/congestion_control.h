@@ -3,6 +3,8 @@
 // a loss. Loss *recovery* (fast retransmit, NewReno's partial ACKs, the RTO) is the sender's job
 // and the same for every algorithm; this is only the arithmetic that differs (RFC 5681 for
 // NewReno, RFC 9438 for CUBIC), like Linux's tcp_congestion_ops. Windows are in bytes.
+// Static polymorphism (CRTP): every connection holds its controller inline, and a vtable pointer
+// would be 8 of the 256 bytes an idle connection may cost.
 
 #include <cstdint>
 #include <memory>
@@ -12,21 +14,22 @@
 
 namespace ustack::tcp {
 
+/// `Algorithm` derives from CongestionControl<Algorithm> and defines name(), on_ack() and
+/// on_loss() as documented here.
+template <typename Algorithm>
 class CongestionControl {
  public:
-  virtual ~CongestionControl() = default;
-  virtual std::string_view name() const = 0;
 
   uint32_t cwnd() const { return cwnd_; }
   uint32_t ssthresh() const { return ssthresh_; }
   bool in_slow_start() const { return cwnd_ < ssthresh_; }
 
-  /// An ACK advanced snd_una by `acked` bytes outside loss recovery; `in_flight` is what was
-  /// outstanding before it. Grows cwnd (slow start or congestion avoidance).
-  virtual void on_ack(Instant now, uint32_t acked, uint32_t in_flight) = 0;
-  /// A loss was detected (three duplicate ACKs, or the retransmission timer) with `in_flight`
-  /// bytes outstanding: sets ssthresh (RFC 5681 (4)) and returns it.
-  virtual uint32_t on_loss(Instant now, uint32_t in_flight) = 0;
+  // Algorithm::on_ack(Instant now, uint32_t acked, uint32_t in_flight): an ACK advanced snd_una
+  // by `acked` bytes outside loss recovery; `in_flight` is what was outstanding before it. Grows
+  // cwnd (slow start or congestion avoidance).
+  // Algorithm::on_loss(Instant now, uint32_t in_flight) -> uint32_t: a loss was detected (three
+  // duplicate ACKs, or the retransmission timer) with `in_flight` bytes outstanding: sets
+  // ssthresh (RFC 5681 (4)) and returns it.
 
   // What the sender's recovery does to the window; the same for every algorithm.
   /// RFC 5681 §3.2 step 2-3 (RFC 6582 §3.2 step 2): cwnd = ssthresh + 3 * SMSS.
@@ -48,7 +51,7 @@ class CongestionControl {
   }
   /// RFC 5681 (5): after a retransmission timeout, cwnd is the loss window, one segment.
   void on_timeout(Instant now, uint32_t in_flight) {
-    on_loss(now, in_flight);
+    static_cast<Algorithm*>(this)->on_loss(now, in_flight);
     cwnd_ = mss_;
   }
   /// RFC 5681 §4.1: after an idle period longer than the RTO, restart from the initial window.
@@ -61,6 +64,7 @@ class CongestionControl {
   /// RFC 6928 (and Linux): ten segments.
   CongestionControl(uint32_t mss, uint32_t initial_segments)
       : mss_(mss), initial_segments_(initial_segments), cwnd_(mss * initial_segments) {}
+  ~CongestionControl() = default;
   uint32_t initial_window() const { return mss_ * initial_segments_; }
 
   uint32_t mss_;

@@ -6,12 +6,12 @@
 
 namespace ustack::tcp {
 
-class NewReno final : public CongestionControl {
+class NewReno final : public CongestionControl<NewReno> {
  public:
   NewReno(uint32_t mss, uint32_t initial_segments) : CongestionControl(mss, initial_segments) {}
-  std::string_view name() const override { return "newreno"; }
-  void on_ack(Instant now, uint32_t acked, uint32_t in_flight) override;
-  uint32_t on_loss(Instant now, uint32_t in_flight) override;
+  std::string_view name() const { return "newreno"; }
+  void on_ack(Instant now, uint32_t acked, uint32_t in_flight);
+  uint32_t on_loss(Instant now, uint32_t in_flight);
 
  private:
   uint32_t avoidance_credit_ = 0;  // bytes acked since cwnd last grew in congestion avoidance

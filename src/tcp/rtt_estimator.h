@@ -24,7 +24,7 @@ struct RtoConfig {
 class RttEstimator {
  public:
   /// `config` (the layer's) outlives the estimator; the RTO starts at `initial`.
-  RttEstimator(const RtoConfig& config, Duration initial) : config_(&config), rto_(initial) {}
+  RttEstimator(const RtoConfig& config, Duration initial) : config_(&config), rto_(micros(initial)) {}
   explicit RttEstimator(const RtoConfig& config = kDefaults) : RttEstimator(config, config.initial) {}
   RttEstimator(RtoConfig&&, Duration) = delete;  // it would dangle
   explicit RttEstimator(RtoConfig&&) = delete;
@@ -32,30 +32,34 @@ class RttEstimator {
   /// RFC 6298 (2.2)/(2.3): a new measurement. Resets any backoff (5.7 is about the timer; Linux
   /// also recomputes RTO from the new estimate).
   void sample(Duration rtt) {
-    rtt = std::max(rtt, Duration(1));
+    rtt = std::max<Duration>(rtt, 1us);
+    Duration srtt = this->srtt();
+    Duration rttvar = this->rttvar();
     if (!has_sample_) {
-      srtt_ = rtt;
-      rttvar_ = rtt / 2;
+      srtt = rtt;
+      rttvar = rtt / 2;
       has_sample_ = true;
     } else {
-      const Duration err = srtt_ > rtt ? srtt_ - rtt : rtt - srtt_;
-      rttvar_ = rttvar_ - rttvar_ / 4 + err / 4;  // beta = 1/4
-      srtt_ = srtt_ - srtt_ / 8 + rtt / 8;        // alpha = 1/8
+      const Duration err = srtt > rtt ? srtt - rtt : rtt - srtt;
+      rttvar = rttvar - rttvar / 4 + err / 4;  // beta = 1/4
+      srtt = srtt - srtt / 8 + rtt / 8;        // alpha = 1/8
     }
+    srtt_ = micros(srtt);
+    rttvar_ = micros(rttvar);
     backoffs_ = 0;
-    // G (clock granularity) is 1 ns here: K * RTTVAR always dominates it.
-    rto_ = clamp(srtt_ + std::max(Duration(1), 4 * rttvar_));
+    // G (clock granularity) is 1 us here: K * RTTVAR always dominates it.
+    rto_ = micros(clamp(srtt + std::max<Duration>(1us, 4 * rttvar)));
   }
 
   /// RFC 6298 (5.5): the timer expired; double the RTO (up to the ceiling).
   void back_off() {
     if (backoffs_ < UINT8_MAX) ++backoffs_;
-    rto_ = clamp(rto_ * 2);
+    rto_ = micros(clamp(rto() * 2));
   }
 
-  Duration rto() const { return rto_; }
-  Duration srtt() const { return srtt_; }
-  Duration rttvar() const { return rttvar_; }
+  Duration rto() const { return std::chrono::microseconds(rto_); }
+  Duration srtt() const { return std::chrono::microseconds(srtt_); }
+  Duration rttvar() const { return std::chrono::microseconds(rttvar_); }
   bool has_sample() const { return has_sample_; }
   int backoffs() const { return backoffs_; }
 
@@ -63,10 +67,15 @@ class RttEstimator {
   static constexpr RtoConfig kDefaults{};
   Duration clamp(Duration d) const { return std::clamp(d, config_->min, config_->max); }
 
+  // Every connection holds one: microseconds in 32 bits (71 minutes; the RTO's ceiling is 2).
+  static uint32_t micros(Duration d) {
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(d).count();
+    return static_cast<uint32_t>(std::clamp<int64_t>(us, 0, UINT32_MAX));
+  }
   const RtoConfig* config_;  // every connection has one: a pointer, not a copy
-  Duration rto_;
-  Duration srtt_{0};
-  Duration rttvar_{0};
+  uint32_t rto_;
+  uint32_t srtt_ = 0;
+  uint32_t rttvar_ = 0;
   bool has_sample_ = false;
   uint8_t backoffs_ = 0;
 };

@@ -5,6 +5,7 @@
 #include "tcp/tcp_connection.h"
 
 #include <algorithm>
+#include <cassert>
 #include <cerrno>
 
 #include "base/waitable.h"
@@ -35,22 +36,29 @@ const char* state_name(State s) {
 
 SocketOptions SocketOptions::defaults(const TcpConfig& config) {
   SocketOptions o;
-  o.rcvbuf = config.rcvbuf;
-  o.sndbuf = config.sndbuf;
-  o.keepalive_idle = config.keepalive_idle;
-  o.keepalive_interval = config.keepalive_interval;
-  o.keepalive_probes = config.keepalive_probes;
+  o.rcvbuf = static_cast<uint32_t>(config.rcvbuf);
+  o.sndbuf = static_cast<uint32_t>(config.sndbuf);
+  // Configured in whole seconds (config.cc), like Linux's sysctls.
+  o.keepalive_idle = std::chrono::duration_cast<SocketOptions::Seconds>(config.keepalive_idle);
+  o.keepalive_interval = std::chrono::duration_cast<SocketOptions::Seconds>(config.keepalive_interval);
+  o.keepalive_probes = static_cast<uint8_t>(std::clamp(config.keepalive_probes, 1, 127));
   return o;
 }
 
 TcpConnection::TcpConnection(TcpLayer& layer, const FourTuple& tuple, const ip::Route& route,
                              const SocketOptions& options)
     : layer_(layer),
-      tuple_(tuple),
-      route_(route),
-      options_(options),
       rtt_(layer.config().rto),
+      tuple_(tuple),
+      next_hop_(route.next_hop),
+      route_mtu_(route.mtu),
+      route_loopback_(route.loopback),
+      route_broadcast_(route.broadcast),
+      route_udp_offload_(route.udp_checksum_offload),
+      route_tcp_offload_(route.tcp_checksum_offload),
+      options_(options),
       cc_(snd_mss_, layer.config().initial_cwnd_segments) {
+  static_assert(sizeof(TcpConnection) <= 256, "an idle connection's state (README, \"Memory per connection\")");
   // RFC 7323 §2.3: the shift our largest buffer needs, computed as Linux does
   // (tcp_select_initial_window: ilog2 of the largest buffer, less 15, at most 14), so that a peer
   // sees the same window scale from us as from a Linux host with the same tcp_rmem[2].
@@ -78,22 +86,23 @@ bool TcpConnection::Transfer::at_rest() const {
 }
 
 TcpConnection::Transfer& TcpConnection::busy() {
-  if (!busy_) busy_ = layer_.take_transfer(*this, parked_send_tail_, parked_receive_next_);
+  // The receive queue expects RCV.NXT: a FIN received moves both.
+  if (!busy_) busy_ = layer_.take_transfer(*this, parked_send_tail_, rcv_nxt_);
   return *busy_;
 }
 
 void TcpConnection::settle() {
   // TIME-WAIT's block links it into the layer's TIME-WAIT list (and its timer is always armed).
   if (!busy_ || state_ == State::kTimeWait || !busy_->at_rest()) return;
+  assert(busy_->rx.next() == rcv_nxt_ || !synchronized());
   parked_send_tail_ = busy_->tx.tail();
-  parked_receive_next_ = busy_->rx.next();
   layer_.give_back_transfer(std::exchange(busy_, nullptr));
 }
 
 void TcpConnection::compute_mss() {
   // RFC 9293 §3.7.1 / RFC 6691: announce what the route carries in one packet, less the fixed
   // headers; send at most what the peer announced, less the options every segment carries.
-  const uint16_t route_mss = static_cast<uint16_t>(std::min<uint32_t>(route_.mtu, 65535) - kIpTcpHeaders);
+  const uint16_t route_mss = static_cast<uint16_t>(std::min<uint32_t>(route_mtu_, 65535) - kIpTcpHeaders);
   adv_mss_ = options_.user_mss ? std::min(options_.user_mss, route_mss) : route_mss;
   uint16_t mss = std::min(peer_mss_, route_mss);
   if (options_.user_mss) mss = std::min(mss, options_.user_mss);
@@ -318,7 +327,7 @@ void TcpConnection::notify(uint32_t events) {
 }
 
 void TcpConnection::closed(int err) {
-  if (err) error_ = err;
+  if (err) error_ = static_cast<int16_t>(err);
   if (err) user_reset_ = true;
   rcv_shutdown_ = true;
   snd_shutdown_ = true;
@@ -345,7 +354,7 @@ void TcpConnection::established(Instant now) {
   // initial window is ten segments of the negotiated MSS (RFC 6928), set where Linux's
   // tcp_init_transfer() sets it. Nothing has been sent or acknowledged through it yet.
   cc_ = NewReno(snd_mss_, layer_.config().initial_cwnd_segments);
-  quick_acks_ = layer_.config().quick_acks;
+  quick_acks_ = static_cast<uint8_t>(std::min<uint32_t>(layer_.config().quick_acks, UINT8_MAX));
   layer_.stats().established.inc();
   arm_keepalive(now);
 }

@@ -47,10 +47,13 @@ enum class State : uint8_t {
 /// RFC 9293's spelling: "SYN-RECEIVED", "TIME-WAIT".
 const char* state_name(State s);
 
-struct FourTuple {
+struct FourTuple {  // the addresses first: 12 bytes, no padding
+  FourTuple() = default;
+  FourTuple(Ipv4Addr local_addr, uint16_t local_port, Ipv4Addr remote_addr, uint16_t remote_port)
+      : local_addr(local_addr), remote_addr(remote_addr), local_port(local_port), remote_port(remote_port) {}
   Ipv4Addr local_addr;
-  uint16_t local_port = 0;
   Ipv4Addr remote_addr;
+  uint16_t local_port = 0;
   uint16_t remote_port = 0;
   bool operator==(const FourTuple&) const = default;
   template <typename H>
@@ -69,34 +72,35 @@ class ReadinessObserver {
 };
 
 /// What setsockopt() can change; a connection takes a copy at connect() or from its listener.
-struct SocketOptions {  // every connection holds a copy: ordered by size, no padding holes
-  size_t rcvbuf = 0;  ///< as getsockopt reports it (Linux doubles what setsockopt is given)
-  size_t sndbuf = 0;
-  Duration keepalive_idle{0};
-  Duration keepalive_interval{0};
-  int keepalive_probes = 0;
-  int linger_seconds = 0;
-  uint16_t user_mss = 0;  ///< TCP_MAXSEG; 0: from the route
-  bool nodelay = false;
-  bool keepalive = false;
-  bool linger = false;    ///< SO_LINGER on
-  bool reuse_addr = false;
-  bool reuse_port = false;
+struct SocketOptions {  // every connection holds a copy: 24 bytes, the widths Linux's limits need
+  using Seconds = std::chrono::duration<uint32_t>;
+  uint32_t rcvbuf = 0;  ///< as getsockopt reports it (Linux doubles what setsockopt is given)
+  uint32_t sndbuf = 0;
+  Seconds keepalive_idle{0};      ///< TCP_KEEPIDLE, whole seconds as in Linux
+  Seconds keepalive_interval{0};  ///< TCP_KEEPINTVL
+  int32_t linger_seconds = 0;
+  uint16_t user_mss = 0;          ///< TCP_MAXSEG; 0: from the route
+  uint8_t keepalive_probes = 0;   ///< TCP_KEEPCNT, at most 127 in Linux
+  bool nodelay : 1 = false;
+  bool keepalive : 1 = false;
+  bool linger : 1 = false;        ///< SO_LINGER on
+  bool reuse_addr : 1 = false;
+  bool reuse_port : 1 = false;
   static SocketOptions defaults(const TcpConfig& config);
 };
 
 /// A local address and port held by a socket, listener or connection (the layer's port table).
-struct PortBinding {
+struct PortBinding {  // every connection holds one: 8 bytes
   Ipv4Addr addr;
   uint16_t port = 0;
-  bool reuse_addr = false;
-  bool reuse_port = false;
-  bool listening = false;
-  bool time_wait = false;
-  bool ephemeral_connect = false;  ///< chosen by connect(): shareable by other connections
-  bool registered = false;
-  bool claimed = false;            ///< in the engines' PortDirectory (bind(), several engines)
-  bool claimed_shareable = false;  ///< claimed with SO_REUSEPORT
+  bool reuse_addr : 1 = false;
+  bool reuse_port : 1 = false;
+  bool listening : 1 = false;
+  bool time_wait : 1 = false;
+  bool ephemeral_connect : 1 = false;  ///< chosen by connect(): shareable by other connections
+  bool registered : 1 = false;
+  bool claimed : 1 = false;            ///< in the engines' PortDirectory (bind(), several engines)
+  bool claimed_shareable : 1 = false;  ///< claimed with SO_REUSEPORT
 };
 
 class TcpLayer;
@@ -137,7 +141,7 @@ class TcpConnection final : private TimerClient {
   /// Readiness as Linux's tcp_poll() reports it, PollEvent bits.
   uint32_t poll_events() const;
   /// SO_ERROR: takes the pending error.
-  int take_error() { return std::exchange(error_, 0); }
+  int take_error() { return std::exchange(error_, int16_t{0}); }
   int pending_error() const { return error_; }
   void set_observer(ReadinessObserver* o) { observer_ = o; }
   SocketOptions& options() { return options_; }
@@ -185,7 +189,10 @@ class TcpConnection final : private TimerClient {
   int retransmits() const { return busy_ ? busy_->retransmits : 0; }
   void detach_listener() { listener_ = nullptr; }
   PortBinding& binding() { return binding_; }
-  const ip::Route& route() const { return route_; }
+  ip::Route route() const {
+    return ip::Route{tuple_.local_addr, tuple_.remote_addr, next_hop_,         route_mtu_,
+                     route_loopback_,   route_broadcast_,   route_udp_offload_, route_tcp_offload_};
+  }
 
  private:
   /// What a read gets when no byte is readable: a pending error, end of stream, ENOTCONN or EAGAIN.
@@ -286,15 +293,28 @@ class TcpConnection final : private TimerClient {
   bool fin_acked() const { return fin_queued_ && snd_una_ > send_tail(); }
   void compute_mss();
 
+  // An idle connection costs these fields (the queues, timers and loss recovery are in busy_
+  // only while needed): at most 256 bytes (static_assert below), 8-byte fields first, no holes.
   TcpLayer& layer_;
-  FourTuple tuple_;
-  ip::Route route_;
-  SocketOptions options_;
-  PortBinding binding_;
-  State state_ = State::kClosed;
   TcpListener* listener_ = nullptr;  // SYN-RECEIVED (passive) until accepted, or queued to accept
   ReadinessObserver* observer_ = nullptr;
+  Transfer* busy_ = nullptr;
+  RttEstimator rtt_;
+  Instant ts_recent_stamp_;    // when TS.Recent was set (PAWS's 24-day rule)
+  Instant last_send_;          // RFC 5681 §4.1 idle restart
+  Instant last_receive_;       // keepalive idle, quick-ack after idle
+  Instant last_invalid_ack_;   // tcp_invalid_ratelimit
 
+  FourTuple tuple_;
+  // The route, but for its addresses: the tuple's.
+  Ipv4Addr next_hop_;
+  uint16_t route_mtu_;
+  bool route_loopback_ : 1;
+  bool route_broadcast_ : 1;
+  bool route_udp_offload_ : 1;
+  bool route_tcp_offload_ : 1;
+  SocketOptions options_;
+  PortBinding binding_;
   // RFC 9293 §3.3.1 send sequence variables. snd_max_ is the highest sequence sent (snd_nxt_
   // goes back to snd_una_ after a retransmission timeout and climbs again).
   SeqNum iss_, snd_una_, snd_nxt_, snd_max_, snd_wl1_, snd_wl2_;
@@ -302,39 +322,31 @@ class TcpConnection final : private TimerClient {
   uint32_t max_snd_wnd_ = 0;  // RFC 5961 §5.2's MAX.SND.WND
   // Receive sequence variables; rcv_adv_ is the right edge of the window we advertised.
   SeqNum irs_, rcv_nxt_, rcv_adv_;
-  uint8_t snd_wscale_ = 0;  // the peer's shift, applied to windows it sends
-  uint8_t rcv_wscale_ = 0;  // ours, applied to windows we send
-  bool wscale_ok_ = false;
-  bool sack_ok_ = false;
-  bool ts_enabled_ = false;
-  uint32_t ts_recent_ = 0;     // RFC 7323 TS.Recent
-  Instant ts_recent_stamp_;    // when TS.Recent was set (PAWS's 24-day rule)
-  uint32_t ts_offset_ = 0;     // our TSval = milliseconds + offset (RFC 7323 §5.4: random start)
   SeqNum last_ack_sent_;
-  uint16_t peer_mss_ = 536;    // RFC 9293 §3.7.1: without the option, 536
-  uint16_t adv_mss_ = 536;     // what we announce
-  uint16_t snd_mss_ = 536;     // payload bytes per segment we send (options taken off)
-
-  Transfer* busy_ = nullptr;
+  SeqNum recover_;              // RFC 6582's "recover"
   SeqNum parked_send_tail_;     // send_tail() while busy_ is null
-  SeqNum parked_receive_next_;  // the receive queue's next() while busy_ is null
-  bool fin_queued_ = false;     // the user closed or shut down writing: a FIN follows the data
-  bool rcv_shutdown_ = false;   // FIN received or SHUT_RD: reads see end of stream
-  bool snd_shutdown_ = false;   // SHUT_WR or close: sends fail with EPIPE
-  bool orphaned_ = false;       // close() was called: nobody reads any more
-  bool established_once_ = false;
-  bool user_reset_ = false;     // the connection ended by RST or error (vs an orderly close)
-  int error_ = 0;
-
-  RttEstimator rtt_;
+  uint32_t ts_recent_ = 0;      // RFC 7323 TS.Recent
+  uint32_t ts_offset_ = 0;      // our TSval = milliseconds + offset (RFC 7323 §5.4: random start)
   // NewReno is the only algorithm (TcpConfig::congestion): held inline, no allocation per
   // connection. A second algorithm makes this a std::variant.
   NewReno cc_;
-  SeqNum recover_;               // RFC 6582's "recover"
-  Instant last_send_;            // RFC 5681 §4.1 idle restart
-  Instant last_receive_;         // keepalive idle, quick-ack after idle
-  Instant last_invalid_ack_;     // tcp_invalid_ratelimit
-  uint32_t quick_acks_ = 0;
+  uint16_t peer_mss_ = 536;     // RFC 9293 §3.7.1: without the option, 536
+  uint16_t adv_mss_ = 536;      // what we announce
+  uint16_t snd_mss_ = 536;      // payload bytes per segment we send (options taken off)
+  int16_t error_ = 0;           // an errno value, pending for the user
+  State state_ = State::kClosed;
+  uint8_t snd_wscale_ = 0;      // the peer's shift, applied to windows it sends
+  uint8_t rcv_wscale_ = 0;      // ours, applied to windows we send
+  uint8_t quick_acks_ = 0;      // segments still to ACK at once (Linux's quick-ack mode)
+  bool wscale_ok_ : 1 = false;
+  bool sack_ok_ : 1 = false;
+  bool ts_enabled_ : 1 = false;
+  bool fin_queued_ : 1 = false;        // the user closed or shut down writing: a FIN follows the data
+  bool rcv_shutdown_ : 1 = false;      // FIN received or SHUT_RD: reads see end of stream
+  bool snd_shutdown_ : 1 = false;      // SHUT_WR or close: sends fail with EPIPE
+  bool orphaned_ : 1 = false;          // close() was called: nobody reads any more
+  bool established_once_ : 1 = false;
+  bool user_reset_ : 1 = false;        // the connection ended by RST or error (vs an orderly close)
 };
 
 }  // namespace ustack::tcp

@@ -385,7 +385,7 @@ void TcpConnection::data_input(Instant now, const SegmentRepr& seg, Packet& payl
       rcv_nxt_ = busy().rx.next();
       // Linux's quick-ack mode: after an idle spell the peer is likely in slow start; ACK every
       // segment for a while so that it grows its window fast.
-      if (now - last_receive_ > rtt_.rto()) quick_acks_ = layer_.config().quick_acks;
+      if (now - last_receive_ > rtt_.rto()) quick_acks_ = static_cast<uint8_t>(std::min<uint32_t>(layer_.config().quick_acks, UINT8_MAX));
       if (had_gap) busy().ack_now = true;  // RFC 5681 §4.2: a segment that fills a gap is ACKed at once
       schedule_ack(now);
       if (busy().ooo_fin && *busy().ooo_fin == rcv_nxt_) {
@@ -410,8 +410,8 @@ void TcpConnection::data_input(Instant now, const SegmentRepr& seg, Packet& payl
 }
 
 void TcpConnection::fin_input(Instant now) {
+  busy().rx.skip_one();  // first: a block made now starts at RCV.NXT
   rcv_nxt_ += 1;
-  busy().rx.skip_one();
   rcv_shutdown_ = true;
   busy().ack_now = true;
   switch (state_) {

@@ -418,7 +418,7 @@ void TcpLayer::transmit(Instant now, const TcpConnection& c, const SegmentRepr& 
     stats_.tx_payload_copied.inc();
   }
   payload.prepend(len);
-  const ip::Route& route = c.route();
+  const ip::Route route = c.route();
   const bool offload = route.tcp_checksum_offload && !route.loopback;
   header.emit_header(payload.bytes(), route.src, route.dst, !offload);
   payload.tx_offload.tcp_checksum = offload;

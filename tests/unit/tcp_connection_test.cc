@@ -954,6 +954,117 @@ TEST_F(TcpDelayedAck, QuickAckModeReturnsAfterIdle) {
 }
 
 // ============================================================================================
+// Keep-alive (RFC 9293 §3.8.4, RFC 1122 §4.2.3.6), with Linux's TCP_KEEPIDLE/INTVL/CNT.
+// ============================================================================================
+
+class TcpKeepalive : public TcpPeerTest {
+ protected:
+  void turn_on(TcpConnection& c) {
+    c.options().keepalive = true;
+    c.options().keepalive_idle = tcp::SocketOptions::Seconds(10);
+    c.options().keepalive_interval = tcp::SocketOptions::Seconds(2);
+    c.options().keepalive_probes = 3;
+    c.options_changed(now());
+  }
+};
+
+TEST_F(TcpKeepalive, ProbesAfterTheIdleTimeAndAnAnswerRestartsIt) {
+  auto c = establish_passive();
+  ASSERT_TRUE(c);
+  turn_on(*c);
+  EXPECT_TRUE(c->holds_transfer_state()) << "its timer is armed";
+  advance(10s - k1us);
+  expect_nothing_sent();
+  advance(k1us);
+  // One sequence number back, no data: the peer must answer with an ACK.
+  expect_sent({.flags = kAck, .seq = iss_, .ack = kPeerIss + 1});
+  advance(1s);
+  deliver({.seq = kPeerIss + 1, .ack = iss_ + 1});
+  expect_nothing_sent();
+  advance(10s - k1us);
+  expect_nothing_sent();
+  advance(k1us);
+  expect_sent({.flags = kAck, .seq = iss_, .ack = kPeerIss + 1});
+  EXPECT_EQ(c->state(), State::kEstablished);
+}
+
+TEST_F(TcpKeepalive, UnansweredProbesEndTheConnectionWithEtimedout) {
+  auto c = establish_passive();
+  ASSERT_TRUE(c);
+  turn_on(*c);
+  advance(10s);
+  expect_sent({.flags = kAck, .seq = iss_});
+  for (int probe = 2; probe <= 3; ++probe) {
+    advance(2s - k1us);
+    expect_nothing_sent();
+    advance(k1us);
+    expect_sent({.flags = kAck, .seq = iss_});
+  }
+  advance(2s - k1us);
+  expect_nothing_sent();
+  EXPECT_EQ(c->state(), State::kEstablished);
+  advance(k1us);
+  expect_sent({.flags = kRst | kAck, .seq = iss_ + 1});
+  EXPECT_EQ(c->state(), State::kClosed);
+  EXPECT_EQ(c->take_error(), ETIMEDOUT);
+  EXPECT_EQ(stats().keepalive_timeouts, 1u);
+}
+
+TEST_F(TcpKeepalive, TurnedOffDisarmsItsTimerAndTheIdleConnectionGivesItsStateBack) {
+  auto c = establish_passive();
+  ASSERT_TRUE(c);
+  turn_on(*c);
+  c->options().keepalive = false;
+  c->options_changed(now());
+  EXPECT_FALSE(c->holds_transfer_state());
+  advance(60s);
+  expect_nothing_sent();
+}
+
+// ============================================================================================
+// Transfer state: an idle connection holds none (the memory bound of issue 6); a busy one takes
+// it back and behaves as if it had never let go.
+// ============================================================================================
+
+class TcpTransferState : public TcpPeerTest {};
+
+TEST_F(TcpTransferState, HeldOnlyWhileDataIsQueuedOrATimerRuns) {
+  auto c = establish_passive();
+  ASSERT_TRUE(c);
+  EXPECT_FALSE(c->holds_transfer_state()) << "established and idle";
+  send(*c, "hello");
+  expect_sent({.seq = iss_ + 1, .payload = "hello"});
+  EXPECT_TRUE(c->holds_transfer_state()) << "unacknowledged data, the retransmission timer";
+  deliver({.seq = kPeerIss + 1, .ack = iss_ + 6});
+  EXPECT_FALSE(c->holds_transfer_state());
+  // Data in: held while it waits for the reader and the delayed ACK.
+  deliver({.seq = kPeerIss + 1, .ack = iss_ + 6, .payload = "abc"});
+  take_segments();
+  EXPECT_TRUE(c->holds_transfer_state());
+  EXPECT_EQ(show(read(*c)), "\"abc\"");
+  advance(1s);
+  take_segments();
+  EXPECT_FALSE(c->holds_transfer_state());
+  // A retransmission after the state was given back and taken again starts where it should.
+  send(*c, "again");
+  expect_sent({.seq = iss_ + 6, .ack = kPeerIss + 4, .payload = "again"});
+  advance(c->rto());
+  expect_sent({.seq = iss_ + 6, .payload = "again"});
+  deliver({.seq = kPeerIss + 4, .ack = iss_ + 11});
+  EXPECT_FALSE(c->holds_transfer_state());
+  // The FIN: after the peer's, CLOSE-WAIT holds none either; ours and its ACK end it.
+  deliver({.flags = kAck | kFin, .seq = kPeerIss + 4, .ack = iss_ + 11});
+  expect_sent({.flags = kAck, .ack = kPeerIss + 5});
+  EXPECT_EQ(c->state(), State::kCloseWait);
+  EXPECT_FALSE(c->holds_transfer_state());
+  c->close(now());
+  expect_sent({.flags = kAck | kFin, .seq = iss_ + 11, .ack = kPeerIss + 5});
+  deliver({.seq = kPeerIss + 5, .ack = iss_ + 12});
+  EXPECT_EQ(c->state(), State::kClosed);
+  EXPECT_FALSE(c->holds_transfer_state());
+}
+
+// ============================================================================================
 // Nagle (RFC 896, RFC 9293 §3.7.4) and TCP_NODELAY.
 // ============================================================================================
 
