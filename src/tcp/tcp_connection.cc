@@ -267,6 +267,10 @@ void TcpConnection::close(Instant now) {
       busy().rtx_mode = RtxMode::kFinWait2;
       arm(kRetransmitTimer, now + layer_.config().fin_wait2_timeout);
       return;
+    case State::kTimeWait:
+      // The rest of 2 MSL is spent as a compact entry (a full 2 MSL: conservative and simple).
+      layer_.retire_to_time_wait(now, *this);
+      return;
     default:
       return;
   }
@@ -342,6 +346,13 @@ void TcpConnection::closed(int err) {
 void TcpConnection::enter_time_wait(Instant now) {
   disarm(kDelayedAckTimer);
   disarm(kKeepaliveTimer);
+  if (orphaned_) {
+    // Nobody reads this TCB again: a compact entry holds the 4-tuple instead (time_wait.h). The
+    // ACK of the peer's FIN goes first, from here.
+    if (busy_ && busy_->ack_now) send_ack(now);
+    layer_.retire_to_time_wait(now, *this);
+    return;
+  }
   set_state(State::kTimeWait);
   busy().rtx_mode = RtxMode::kTimeWait;
   arm(kRetransmitTimer, now + layer_.config().time_wait);

@@ -47,6 +47,13 @@ enum class State : uint8_t {
 /// RFC 9293's spelling: "SYN-RECEIVED", "TIME-WAIT".
 const char* state_name(State s);
 
+/// RFC 7323 §5.5: TS.Recent older than 24 days is no longer a valid reference.
+inline constexpr Duration kPawsIdle = std::chrono::hours(24 * 24);
+/// Our TSval: a 1 ms clock, like Linux's, plus the connection's random offset (RFC 7323 §5.4).
+inline uint32_t tsval_at(Instant now, uint32_t offset) { return static_cast<uint32_t>(now.ns() / 1'000'000) + offset; }
+/// RFC 9293 §3.10.7.4's sequence check (four cases) against the window [rcv_nxt, rcv_nxt + wnd).
+bool segment_acceptable(const SegmentRepr& seg, SeqNum rcv_nxt, uint32_t wnd);
+
 struct FourTuple {  // the addresses first: 12 bytes, no padding
   FourTuple() = default;
   FourTuple(Ipv4Addr local_addr, uint16_t local_port, Ipv4Addr remote_addr, uint16_t remote_port)
@@ -185,6 +192,8 @@ class TcpConnection final : private TimerClient {
   uint8_t snd_wscale() const { return snd_wscale_; }
   uint8_t rcv_wscale() const { return rcv_wscale_; }
   TcpListener* listener() const { return listener_; }
+  /// SND.MAX: one past the highest sequence number sent.
+  SeqNum snd_max() const { return snd_max_; }
   /// Retransmissions since the last new ACK (or SYN retries).
   int retransmits() const { return busy_ ? busy_->retransmits : 0; }
   void detach_listener() { listener_ = nullptr; }

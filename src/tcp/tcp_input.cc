@@ -13,9 +13,6 @@
 namespace ustack::tcp {
 
 namespace {
-// RFC 7323 §5.5: TS.Recent older than 24 days is no longer a valid reference.
-constexpr Duration kPawsIdle = std::chrono::hours(24 * 24);
-
 // RFC 6298 (5.7): a handshake that needed a retransmission gave no RTT sample; data starts with
 // an RTO of 3 s (Linux's TCP_TIMEOUT_FALLBACK), not with the SYN timer's backed-off value.
 Duration handshake_fallback_rto(const RtoConfig& c) { return std::max<Duration>(c.initial, 3s); }
@@ -176,13 +173,15 @@ bool TcpConnection::paws_reject(Instant now, const SegmentRepr& seg) const {
   return !(pure_duplicate_ack && ts_recent_ - tsval <= rto_ms);
 }
 
-bool TcpConnection::acceptable(const SegmentRepr& seg) const {
-  // RFC 9293 §3.10.7.4's table of four cases.
-  const uint32_t wnd = rcv_adv_ > rcv_nxt_ ? static_cast<uint32_t>(rcv_adv_ - rcv_nxt_) : 0;
+bool segment_acceptable(const SegmentRepr& seg, SeqNum rcv_nxt, uint32_t wnd) {
   const uint32_t len = seg.seq_len();
-  if (len == 0) return wnd == 0 ? seg.seq == rcv_nxt_ : seg.seq.in_window(rcv_nxt_, wnd);
+  if (len == 0) return wnd == 0 ? seg.seq == rcv_nxt : seg.seq.in_window(rcv_nxt, wnd);
   if (wnd == 0) return false;
-  return seg.seq.in_window(rcv_nxt_, wnd) || (seg.seq + (len - 1)).in_window(rcv_nxt_, wnd);
+  return seg.seq.in_window(rcv_nxt, wnd) || (seg.seq + (len - 1)).in_window(rcv_nxt, wnd);
+}
+
+bool TcpConnection::acceptable(const SegmentRepr& seg) const {
+  return segment_acceptable(seg, rcv_nxt_, rcv_adv_ > rcv_nxt_ ? static_cast<uint32_t>(rcv_adv_ - rcv_nxt_) : 0);
 }
 
 void TcpConnection::reset_input(Instant now, const SegmentRepr& seg) {

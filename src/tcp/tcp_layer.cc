@@ -129,7 +129,7 @@ uint16_t TcpLayer::pick_ephemeral(Ipv4Addr local, Ipv4Addr remote, uint16_t remo
           if (!other->ephemeral_connect && overlaps(other->addr, local)) usable = false;
         }
       }
-      if (usable && connections_.contains(FourTuple{local, port, remote, remote_port})) usable = false;
+      if (usable && tuple_taken(FourTuple{local, port, remote, remote_port})) usable = false;
     } else {
       usable = it == ports_.end();
     }
@@ -253,7 +253,7 @@ Result<std::shared_ptr<TcpConnection>, int> TcpLayer::connect(Instant now, const
   if (port == 0) port = pick_ephemeral(local_addr, route->dst, remote_port, true);
   if (port == 0) return unexpected(EADDRNOTAVAIL);
   const FourTuple tuple{local_addr, port, route->dst, remote_port};
-  if (connections_.contains(tuple)) return unexpected(EADDRNOTAVAIL);
+  if (tuple_taken(tuple)) return unexpected(EADDRNOTAVAIL);
   auto c = std::make_shared<TcpConnection>(*this, tuple, *route, options);
   PortBinding& b = c->binding();
   b.addr = local_addr;
@@ -308,6 +308,12 @@ void TcpLayer::receive(Instant now, const ip::Ipv4Repr& ip, Packet& packet, bool
     payload.truncate(seg->payload.size());
     c->segment_arrives(now, *seg, std::move(payload));
     return;
+  }
+  if (!time_waits_.empty()) {
+    if (auto it = time_waits_.find(tuple); it != time_waits_.end()) {
+      time_wait_input(now, *it->second, ip, *seg);
+      return;
+    }
   }
   if (TcpListener* l = find_listener(ip.dst, seg->dst_port, ip.src, seg->src_port)) {
     listen_input(now, *l, ip, *seg);
@@ -448,11 +454,7 @@ void TcpLayer::state_changed(TcpConnection& c, State from, State to) {
     time_wait_.push_newest(c.busy());
     ++time_wait_count_;
     c.binding_.time_wait = true;
-    if (time_wait_count_ > config_.max_time_wait) {
-      TcpConnection& oldest = time_wait_.oldest()->owner;
-      stats_.time_wait_evicted.inc();
-      oldest.closed(0);  // re-enters here, TIME-WAIT → CLOSED
-    }
+    bound_time_wait();
   }
   if (to == State::kClosed) {
     if (TcpListener* l = c.listener(); l && l->half_open_.erase(&c)) c.detach_listener();
@@ -467,6 +469,12 @@ void TcpLayer::unhash(TcpConnection& c) {
     connections_.erase(it);
   }
   unbind(c.binding_);
+}
+
+bool TcpLayer::in_time_wait(const FourTuple& t) const {
+  if (time_waits_.contains(t)) return true;
+  const TcpConnection* c = find(t);
+  return c && c->state() == State::kTimeWait;
 }
 
 TcpConnection* TcpLayer::find(const FourTuple& t) const {

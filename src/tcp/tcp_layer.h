@@ -9,6 +9,7 @@
 #include <vector>
 
 #include <absl/container/flat_hash_map.h>
+#include <absl/container/inlined_vector.h>
 
 #include "base/age_list.h"
 #include "base/flow_hash.h"
@@ -24,11 +25,12 @@
 #include "tcp/tcp_config.h"
 #include "tcp/tcp_connection.h"
 #include "tcp/tcp_listener.h"
+#include "tcp/time_wait.h"
 #include "udp/udp_layer.h"
 
 namespace ustack::tcp {
 
-class TcpLayer final : public SegmentAllocator {
+class TcpLayer final : public SegmentAllocator, private TimerClient {
  public:
   TcpLayer(const TcpConfig& config, const EngineShare& engine, TcpStats& stats, TimerWheel& timers, Rng& rng,
            ip::IpOutput& out, const udp::LocalAddresses& local);
@@ -61,7 +63,10 @@ class TcpLayer final : public SegmentAllocator {
   /// A hard ICMP error (port or protocol unreachable) about a segment from `local` to `remote`.
   void icmp_error(Instant now, const FourTuple& tuple, SeqNum seq, int err);
   /// Frees what closed connections left behind; the stack calls it after each poll.
-  void reap() { graveyard_.clear(); }
+  void reap() {
+    graveyard_.clear();
+    if (graveyard_.capacity() > kGraveyardKept) std::vector<std::shared_ptr<TcpConnection>>().swap(graveyard_);
+  }
 
   // ---- For connections ----
   Packet alloc_segment(size_t payload_len) override;
@@ -78,15 +83,22 @@ class TcpLayer final : public SegmentAllocator {
   bool allow_challenge_ack(Instant now);
   /// Every state change goes through here, so that the tables follow.
   void state_changed(TcpConnection& c, State from, State to);
+  /// A closed connection reached TIME-WAIT (or was closed in it): a compact entry takes over its
+  /// 4-tuple and port for 2 MSL, and the connection goes CLOSED.
+  void retire_to_time_wait(Instant now, TcpConnection& c);
   /// The connection became ESTABLISHED from SYN-RECEIVED: false (the ACK is dropped, as Linux
   /// does) when the listener's accept queue is full.
   bool admit_to_accept_queue(TcpConnection& c);
   /// Connections keep their own window; this is the stack-wide "buffers are scarce" hint.
   bool device_buffers_scarce() const { return buffers_scarce_; }
 
-  size_t connections() const { return connections_.size(); }
+  /// 4-tuples held: connections, and TIME-WAIT entries of connections their users closed.
+  size_t connections() const { return connections_.size() + time_waits_.size(); }
   size_t time_wait_connections() const { return time_wait_count_; }
+  /// The connection on a 4-tuple; not one in a compact TIME-WAIT entry (in_time_wait()).
   TcpConnection* find(const FourTuple& t) const;
+  /// Whether the 4-tuple is in TIME-WAIT, as a connection or as a compact entry.
+  bool in_time_wait(const FourTuple& t) const;
 
  private:
   bool port_conflicts(const PortBinding& b, Ipv4Addr addr, uint16_t port) const;
@@ -97,6 +109,17 @@ class TcpLayer final : public SegmentAllocator {
   void send_reset_for(Instant now, const ip::Ipv4Repr& ip, const SegmentRepr& seg);
   void send_bare(Instant now, const ip::Route& route, const SegmentRepr& header);
   void unhash(TcpConnection& c);
+  bool tuple_taken(const FourTuple& t) const { return connections_.contains(t) || time_waits_.contains(t); }
+  // time_wait.cc
+  void time_wait_input(Instant now, TimeWaitEntry& e, const ip::Ipv4Repr& ip, const SegmentRepr& seg);
+  void time_wait_ack(Instant now, const TimeWaitEntry& e);
+  void time_wait_challenge_ack(Instant now, const TimeWaitEntry& e);
+  void drop_time_wait(TimeWaitEntry& e);
+  void restart_time_wait(Instant now, TimeWaitEntry& e);
+  /// Evicts the oldest TIME-WAIT (entries first) beyond config_.max_time_wait.
+  void bound_time_wait();
+  void on_timer(TimerEntry& entry, Instant now) override;
+  void arm_time_wait_timer();
 
   TcpConfig config_;
   EngineShare engine_;
@@ -109,10 +132,15 @@ class TcpLayer final : public SegmentAllocator {
   SipKey port_key_;
   uint32_t next_ephemeral_ = 0;
   absl::flat_hash_map<FourTuple, std::shared_ptr<TcpConnection>> connections_;
-  absl::flat_hash_map<uint16_t, std::vector<PortBinding*>> ports_;
+  // Most ports have one holder (a connection's ephemeral port, or its TIME-WAIT entry): inline.
+  absl::flat_hash_map<uint16_t, absl::InlinedVector<PortBinding*, 1>> ports_;
   absl::flat_hash_map<uint16_t, std::vector<TcpListener*>> listeners_;
   std::vector<std::shared_ptr<TcpConnection>> graveyard_;
+  static constexpr size_t kGraveyardKept = 256;  // slots kept after a burst of closes
   AgeList<TcpConnection::Transfer> time_wait_;  // a TIME-WAIT connection always holds one
+  absl::flat_hash_map<FourTuple, std::unique_ptr<TimeWaitEntry>> time_waits_;
+  AgeList<TimeWaitEntry> time_wait_expiry_;  // oldest first is soonest first: all last 2 MSL
+  TimerEntry time_wait_timer_{this};
   // Busy connections take transfer state and idle ones give it back, about once per exchange:
   // a few spare blocks spare malloc that. Bounded, so idle connections' memory stays theirs.
   static constexpr size_t kSpareTransfers = 64;

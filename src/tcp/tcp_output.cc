@@ -12,9 +12,7 @@
 
 namespace ustack::tcp {
 
-uint32_t TcpConnection::ts_now(Instant now) const {
-  return static_cast<uint32_t>(now.ns() / 1'000'000) + ts_offset_;  // a 1 ms clock, like Linux's
-}
+uint32_t TcpConnection::ts_now(Instant now) const { return tsval_at(now, ts_offset_); }
 
 TcpOptions TcpConnection::segment_options(Instant now, bool syn) const {
   TcpOptions o;

@@ -272,18 +272,21 @@ TEST_F(TcpClose, ActiveCloseGoesFinWait1FinWait2TimeWaitThenClosedAfterExactly2M
 
   deliver({.flags = kFin | kAck, .seq = kPeerIss + 1, .ack = iss_ + 2});
   expect_sent({.flags = kAck, .seq = iss_ + 2, .ack = kPeerIss + 2});
-  EXPECT_EQ(c->state(), State::kTimeWait);
+  EXPECT_TRUE(in_time_wait());
   EXPECT_EQ(stack_->tcp().time_wait_connections(), 1u);
+  // Its user closed it: a compact entry waits, the TCB is gone.
+  EXPECT_EQ(c->state(), State::kClosed);
+  EXPECT_EQ(find(), nullptr);
+  EXPECT_EQ(stack_->tcp().connections(), 1u) << "the entry holds the 4-tuple";
 
   advance(10s - k1us);
   expect_nothing_sent();
-  EXPECT_EQ(c->state(), State::kTimeWait);
-  EXPECT_EQ(find(), c.get()) << "the 4-tuple is held for 2 MSL";
+  EXPECT_TRUE(in_time_wait()) << "the 4-tuple is held for 2 MSL";
   advance(k1us);
   expect_nothing_sent();
-  EXPECT_EQ(c->state(), State::kClosed);
-  EXPECT_EQ(find(), nullptr);
+  EXPECT_FALSE(in_time_wait());
   EXPECT_EQ(stack_->tcp().time_wait_connections(), 0u);
+  EXPECT_EQ(stack_->tcp().connections(), 0u);
   // Nobody owns the 4-tuple now: a late ACK gets a RST.
   deliver({.seq = kPeerIss + 2, .ack = iss_ + 2});
   expect_sent({.flags = kRst, .seq = iss_ + 2});
@@ -299,15 +302,15 @@ TEST_F(TcpClose, TimeWaitAcksARetransmittedFinAndRestarts2Msl) {
   expect_sent({.flags = kFin | kAck, .seq = iss_ + 1});
   deliver({.flags = kFin | kAck, .seq = kPeerIss + 1, .ack = iss_ + 2});
   expect_sent({.flags = kAck, .seq = iss_ + 2, .ack = kPeerIss + 2});
-  ASSERT_EQ(c->state(), State::kTimeWait);
+  ASSERT_TRUE(in_time_wait());
   advance(4s);
   // Our last ACK was lost; the peer's FIN comes again.
   deliver({.flags = kFin | kAck, .seq = kPeerIss + 1, .ack = iss_ + 2});
   expect_sent({.flags = kAck, .seq = iss_ + 2, .ack = kPeerIss + 2});
   advance(10s - k1us);
-  EXPECT_EQ(c->state(), State::kTimeWait) << "RFC 9293 §3.10.7.4: 2 MSL restarts with the FIN";
+  EXPECT_TRUE(in_time_wait()) << "RFC 9293 §3.10.7.4: 2 MSL restarts with the FIN";
   advance(k1us);
-  EXPECT_EQ(c->state(), State::kClosed);
+  EXPECT_FALSE(in_time_wait());
   expect_nothing_sent();
 }
 
@@ -323,7 +326,7 @@ TEST_F(TcpClose, SimultaneousCloseGoesFinWait1ClosingTimeWait) {
   EXPECT_EQ(c->state(), State::kClosing);
   deliver({.seq = kPeerIss + 2, .ack = iss_ + 2});
   expect_nothing_sent();
-  EXPECT_EQ(c->state(), State::kTimeWait);
+  EXPECT_TRUE(in_time_wait());
 }
 
 TEST_F(TcpClose, FinWait1WithFinAndAckTogetherGoesStraightToTimeWait) {
@@ -333,7 +336,7 @@ TEST_F(TcpClose, FinWait1WithFinAndAckTogetherGoesStraightToTimeWait) {
   expect_sent({.flags = kFin | kAck, .seq = iss_ + 1});
   deliver({.flags = kFin | kAck, .seq = kPeerIss + 1, .ack = iss_ + 2});
   expect_sent({.flags = kAck, .seq = iss_ + 2, .ack = kPeerIss + 2});
-  EXPECT_EQ(c->state(), State::kTimeWait);
+  EXPECT_TRUE(in_time_wait());
 }
 
 TEST_F(TcpClose, PassiveCloseGoesCloseWaitLastAckClosed) {
@@ -1166,7 +1169,7 @@ TEST_F(TcpWrap, OurSequenceWrapsDuringTransfer) {
   expect_sent({.flags = kFin | kAck, .seq = end});
   deliver({.flags = kFin | kAck, .seq = kPeerIss + 1, .ack = end + 1});
   expect_sent({.flags = kAck, .seq = end + 1, .ack = kPeerIss + 2});
-  EXPECT_EQ(c->state(), State::kTimeWait);
+  EXPECT_TRUE(in_time_wait());
 }
 
 struct HeapAllocator : tcp::SegmentAllocator {
@@ -1704,6 +1707,153 @@ TEST_F(TcpListen, AcceptQueueHoldsBacklogPlusOneThenDropsTheFinalAck) {
 // TIME-WAIT's bound.
 // ============================================================================================
 
+// A connection its user closed waits in TIME-WAIT as a compact entry (tcp/time_wait.h), which must
+// answer as the TCB did. Closed here with the peer's FIN and our ACK: we are at iss_ + 2 and the
+// peer at kPeerIss + 2.
+class TcpCompactTimeWait : public TcpPeerTest {
+ protected:
+  std::shared_ptr<TcpConnection> close_into_time_wait(const TcpOptions& syn_options = mss_only(),
+                                                      const TcpOptions& fin_options = {}) {
+    auto c = establish_passive(syn_options, 0ns, kPeerPort, 65535, fin_options);
+    if (!c) return c;
+    c->close(now());
+    expect_sent({.flags = kFin | kAck, .seq = iss_ + 1});
+    deliver({.flags = kFin | kAck, .seq = kPeerIss + 1, .ack = iss_ + 2, .options = fin_options});
+    expect_sent({.flags = kAck, .seq = iss_ + 2, .ack = kPeerIss + 2});
+    EXPECT_TRUE(in_time_wait());
+    EXPECT_EQ(find(), nullptr);
+    return c;
+  }
+};
+
+TEST_F(TcpCompactTimeWait, AUserHeldTimeWaitIsATcbUntilItsUserCloses) {
+  StackConfig config = default_config();
+  config.tcp.time_wait = 10s;
+  start(config);
+  auto c = establish_passive();
+  ASSERT_TRUE(c);
+  c->shutdown_write(now());
+  expect_sent({.flags = kFin | kAck, .seq = iss_ + 1});
+  deliver({.flags = kFin | kAck, .seq = kPeerIss + 1, .ack = iss_ + 2});
+  expect_sent({.flags = kAck, .seq = iss_ + 2, .ack = kPeerIss + 2});
+  EXPECT_EQ(c->state(), State::kTimeWait);
+  EXPECT_EQ(find(), c.get());
+  advance(4s);
+  c->close(now());
+  expect_nothing_sent();
+  EXPECT_EQ(c->state(), State::kClosed);
+  EXPECT_EQ(find(), nullptr);
+  EXPECT_TRUE(in_time_wait());
+  EXPECT_EQ(stack_->tcp().time_wait_connections(), 1u);
+  // The entry answers for the 4-tuple now, and waits a full 2 MSL from the close.
+  deliver({.flags = kFin | kAck, .seq = kPeerIss + 1, .ack = iss_ + 2});
+  expect_sent({.flags = kAck, .seq = iss_ + 2, .ack = kPeerIss + 2});
+  advance(10s - k1us);
+  EXPECT_TRUE(in_time_wait());
+  advance(k1us);
+  EXPECT_FALSE(in_time_wait());
+  EXPECT_EQ(stack_->tcp().time_wait_connections(), 0u);
+}
+
+TEST_F(TcpCompactTimeWait, OutOfWindowAcksGetOneDuplicateAckPerInterval) {
+  auto c = close_into_time_wait();
+  ASSERT_TRUE(c);
+  deliver({.seq = kPeerIss + 100'000, .ack = iss_ + 2});
+  expect_sent({.flags = kAck, .seq = iss_ + 2, .ack = kPeerIss + 2});
+  advance(100ms);
+  deliver({.seq = kPeerIss + 100'000, .ack = iss_ + 2});
+  expect_nothing_sent();  // tcp_invalid_ratelimit: 500 ms
+  advance(400ms);
+  deliver({.seq = kPeerIss + 100'000, .ack = iss_ + 2});
+  expect_sent({.flags = kAck, .seq = iss_ + 2, .ack = kPeerIss + 2});
+  // An acceptable ACK changes nothing and is not answered.
+  deliver({.seq = kPeerIss + 2, .ack = iss_ + 2});
+  expect_nothing_sent();
+  // An ACK of data never sent is answered with an ACK (RFC 5961 §5.2).
+  deliver({.seq = kPeerIss + 2, .ack = iss_ + 50});
+  expect_sent({.flags = kAck, .seq = iss_ + 2, .ack = kPeerIss + 2});
+  EXPECT_TRUE(in_time_wait());
+}
+
+TEST_F(TcpCompactTimeWait, ARstInsideTheWindowIsChallengedAndOneAtRcvNxtEndsIt) {
+  auto c = close_into_time_wait();
+  ASSERT_TRUE(c);
+  const uint64_t challenges = stats().challenge_acks;
+  deliver({.flags = kRst, .seq = kPeerIss + 10});
+  expect_sent({.flags = kAck, .seq = iss_ + 2, .ack = kPeerIss + 2});
+  EXPECT_EQ(stats().challenge_acks, challenges + 1);
+  EXPECT_TRUE(in_time_wait());
+  deliver({.flags = kRst, .seq = kPeerIss + 2});
+  expect_nothing_sent();
+  EXPECT_FALSE(in_time_wait());
+  EXPECT_EQ(stack_->tcp().time_wait_connections(), 0u);
+  // Nobody holds the 4-tuple: a late ACK gets a RST.
+  deliver({.seq = kPeerIss + 2, .ack = iss_ + 2});
+  expect_sent({.flags = kRst, .seq = iss_ + 2});
+}
+
+TEST_F(TcpCompactTimeWait, AnOldSynIsChallengedAndANewOneStartsANewIncarnation) {
+  auto c = close_into_time_wait();
+  ASSERT_TRUE(c);
+  // A SYN inside the old sequence space: a challenge ACK (RFC 5961 §4.2), the entry stays.
+  deliver({.flags = kSyn, .seq = kPeerIss + 1, .options = mss_only()});
+  expect_sent({.flags = kAck, .seq = iss_ + 2, .ack = kPeerIss + 2});
+  EXPECT_TRUE(in_time_wait());
+  // A SYN beyond it, with the listener still there: a new connection (RFC 6191).
+  const SeqNum new_iss = kPeerIss + 1'000'000;
+  deliver({.flags = kSyn, .seq = new_iss, .options = mss_only()});
+  const SentSegment syn_ack = expect_sent({.flags = kSyn | kAck, .ack = new_iss + 1});
+  EXPECT_FALSE(in_time_wait());
+  ASSERT_NE(find(), nullptr);
+  EXPECT_EQ(find()->state(), State::kSynReceived);
+  deliver({.seq = new_iss + 1, .ack = syn_ack.seq + 1});
+  auto next = listener_->accept();
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->state(), State::kEstablished);
+  EXPECT_EQ(stack_->tcp().time_wait_connections(), 0u);
+}
+
+TEST_F(TcpCompactTimeWait, PawsAcksAnOldTimestampAndEchoesTsRecent) {
+  auto c = close_into_time_wait(linux_syn(1000), ts(1005, our_tsval_));
+  ASSERT_TRUE(c);
+  // TS.Recent is the FIN's 1005; a segment stamped 900 is an old duplicate.
+  const uint64_t rejected = stats().paws_rejected;
+  deliver({.seq = kPeerIss + 2, .ack = iss_ + 2, .options = ts(900, our_tsval_)});
+  const SentSegment ack = expect_sent({.flags = kAck, .seq = iss_ + 2, .ack = kPeerIss + 2});
+  EXPECT_EQ(stats().paws_rejected, rejected + 1);
+  ASSERT_TRUE(ack.options.timestamps);
+  EXPECT_EQ(ack.options.timestamps->echo_reply, 1005u);
+  // A newer one is acceptable and moves TS.Recent: the next ACK echoes it.
+  deliver({.seq = kPeerIss + 2, .ack = iss_ + 2, .options = ts(2000, our_tsval_)});
+  expect_nothing_sent();
+  deliver({.flags = kFin | kAck, .seq = kPeerIss + 1, .ack = iss_ + 2, .options = ts(2001, our_tsval_)});
+  const SentSegment again = expect_sent({.flags = kAck, .seq = iss_ + 2, .ack = kPeerIss + 2});
+  ASSERT_TRUE(again.options.timestamps);
+  EXPECT_EQ(again.options.timestamps->echo_reply, 2000u) << "TS.Recent moves only with acceptable segments";
+}
+
+TEST_F(TcpCompactTimeWait, HoldsItsPortFor2Msl) {
+  auto c = close_into_time_wait();
+  ASSERT_TRUE(c);
+  // The listener holds kListenPort too; a connection's port (an ephemeral one) shows it better.
+  auto active = connect();
+  ASSERT_TRUE(active);
+  const uint16_t port = our_port_;
+  deliver({.flags = kSyn | kAck, .seq = kPeerIss, .ack = iss_ + 1, .options = mss_only()});
+  expect_sent({.flags = kAck});
+  active->close(now());
+  expect_sent({.flags = kFin | kAck});
+  deliver({.flags = kFin | kAck, .seq = kPeerIss + 1, .ack = iss_ + 2});
+  expect_sent({.flags = kAck});
+  ASSERT_TRUE(in_time_wait());
+  tcp::PortBinding b;
+  EXPECT_EQ(stack_->tcp().bind(b, Ipv4Addr::any(), port), EADDRINUSE) << "the entry holds port " << port;
+  advance(default_config().tcp.time_wait);
+  EXPECT_FALSE(in_time_wait());
+  EXPECT_EQ(stack_->tcp().bind(b, Ipv4Addr::any(), port), 0) << "and lets go of it after 2 MSL";
+  stack_->tcp().unbind(b);
+}
+
 TEST_F(TcpTimeWait, TheOldestIsEvictedBeyondMaxTimeWait) {
   StackConfig config = default_config();
   config.tcp.max_time_wait = 3;
@@ -1715,16 +1865,13 @@ TEST_F(TcpTimeWait, TheOldestIsEvictedBeyondMaxTimeWait) {
     expect_sent({.flags = kFin | kAck, .seq = iss_ + 1});
     deliver({.flags = kFin | kAck, .seq = kPeerIss + 1, .ack = iss_ + 2});
     expect_sent({.flags = kAck, .ack = kPeerIss + 2});
-    EXPECT_EQ(c->state(), State::kTimeWait);
+    EXPECT_TRUE(in_time_wait(port));
     advance(1ms);
   }
   EXPECT_EQ(stats().time_wait_evicted, 1u);
   EXPECT_EQ(stack_->tcp().time_wait_connections(), 3u);
-  EXPECT_EQ(stack_->tcp().find(tuple(40001)), nullptr) << "the oldest went";
-  for (uint16_t port : {40002, 40003, 40004}) {
-    ASSERT_NE(stack_->tcp().find(tuple(port)), nullptr) << port;
-    EXPECT_EQ(stack_->tcp().find(tuple(port))->state(), State::kTimeWait);
-  }
+  EXPECT_FALSE(in_time_wait(40001)) << "the oldest went";
+  for (uint16_t port : {40002, 40003, 40004}) EXPECT_TRUE(in_time_wait(port)) << port;
 }
 
 }  // namespace

@@ -347,6 +347,9 @@ class TcpPeerTest : public ::testing::Test {
   tcp::FourTuple tuple() const { return tuple(peer_port_); }
   /// The connection the layer holds for the current 4-tuple, or null.
   tcp::TcpConnection* find() const { return stack_->tcp().find(tuple()); }
+  /// In TIME-WAIT: a TCB its user holds, or the compact entry of one its user closed.
+  bool in_time_wait(uint16_t peer_port) const { return stack_->tcp().in_time_wait(tuple(peer_port)); }
+  bool in_time_wait() const { return in_time_wait(peer_port_); }
   const TcpStats& stats() const { return stack_->stats().tcp; }
 
   /// A passive open from the peer's port `peer_port`: SYN, our SYN-ACK (iss_ is read from it),
