@@ -275,15 +275,28 @@ size_t lend_all(TcpConnection& c, Instant now) {
 
 /// How B's application takes the bytes: recv() copies them out, recv_zc() borrows the buffers.
 enum class Reader { kCopy, kLend };
+/// How A's application hands over its bytes: send() copies them from the application's memory
+/// into the send queue's buffers; with send_zc the application writes them into buffers the stack
+/// lent (TcpConnection::send_buffers), here by copying the same source bytes. Either way the
+/// bytes are written into the buffer once, inside the timed region.
+enum class Writer { kCopy, kLentBuffers };
 
 /// The sender's turn: A takes in what came back (B's ACKs and window updates), then its
 /// application writes kBatch chunks of `size` bytes, one write per segment; with TCP_NODELAY and
 /// the window open each write leaves as one segment at once. Frames are handed to the wire (and
 /// so queued at B's port) by the batch flush after every 32 and by the final flush().
-bool sender_turn(Pair& p, size_t size) {
+bool sender_turn(Pair& p, size_t size, Writer writer = Writer::kCopy) {
   p.a().poll(p.now());
   const std::span<const uint8_t> chunk = std::span(source_bytes()).first(size);
   for (size_t i = 0; i < kBatch; ++i) {
+    if (writer == Writer::kLentBuffers) {
+      std::array<Packet, 1> buffer{p.a_conn().alloc_send_buffer()};
+      if (!buffer[0] || buffer[0].tailroom() < size) return false;
+      std::memcpy(buffer[0].append(size), chunk.data(), size);
+      auto n = p.a_conn().send_buffers(p.now(), buffer);
+      if (!n || *n != 1) return false;
+      continue;
+    }
     auto n = p.a_conn().send(p.now(), chunk);
     if (!n || *n != size) return false;
   }
@@ -381,7 +394,7 @@ enum class TimedSide { kReceiver, kSender };
 /// The loop both data-segment benchmarks share: per iteration A sends a batch and B takes it in;
 /// `timed` says whose turn is the measured one (the other's is reported as peer ns).
 void run_data_segments(benchmark::State& state, size_t requested_size, TimedSide timed_side,
-                       Reader reader = Reader::kCopy) {
+                       Reader reader = Reader::kCopy, Writer writer = Writer::kCopy) {
   Flow f;
   if (const char* err = start_flow(f, requested_size)) {
     state.SkipWithError(err);
@@ -393,7 +406,7 @@ void run_data_segments(benchmark::State& state, size_t requested_size, TimedSide
   const Snapshot before(f.pair);
   for (auto _ : state) {
     sender.start();
-    const bool sent = sender_turn(f.pair, f.size);
+    const bool sent = sender_turn(f.pair, f.size, writer);
     const double sender_s = sender.stop(kBatch);
     if (!sent || f.pair.b_port().rx_pending() != kBatch) {
       state.SkipWithError("A did not send a whole batch (window or buffer closed)");
@@ -449,6 +462,12 @@ void BM_ReceiveDataSegmentLent(benchmark::State& state, size_t requested_size) {
 ///     the next timed turn. Its cost is reported as peer_ns_per_segment.
 void BM_SendDataSegment(benchmark::State& state, size_t requested_size) {
   run_data_segments(state, requested_size, TimedSide::kSender);
+}
+
+/// BM_SendDataSegment with the application filling buffers the stack lent (send_zc) instead of
+/// having send() copy its bytes: what the zero-copy send saves per segment.
+void BM_SendDataSegmentLent(benchmark::State& state, size_t requested_size) {
+  run_data_segments(state, requested_size, TimedSide::kSender, Reader::kCopy, Writer::kLentBuffers);
 }
 
 /// One 64-byte request from A and its 64-byte echo from B, both stacks' costs, all timed (the
@@ -527,7 +546,8 @@ void BM_RequestResponse64(benchmark::State& state) {
 void print_help() {
   std::printf(
       "core_bench: the ustack protocol core's cost per TCP data segment over the in-memory wire\n"
-      "(no device). Benchmarks: BM_ReceiveDataSegment/{mss,64}, BM_SendDataSegment/{mss,64},\n"
+      "(no device). Benchmarks: BM_ReceiveDataSegment/{mss,64}, BM_ReceiveDataSegmentLent/mss,\n"
+      "BM_SendDataSegment/{mss,64}, BM_SendDataSegmentLent/mss,\n"
       "BM_RequestResponse64. Counters: ns_per_segment (ns_per_exchange; median over batches),\n"
       "mean_ns_per_segment, instructions_per_segment (when the CPU's counter is readable),\n"
       "peer_ns_per_segment, acks_per_segment, segments. What is timed: see the source.\n"
@@ -570,6 +590,8 @@ int main(int argc, char** argv) {
     all.push_back(benchmark::RegisterBenchmark(("BM_SendDataSegment/" + std::string(name)).c_str(),
                                                BM_SendDataSegment, size)->UseManualTime());
   }
+  all.push_back(benchmark::RegisterBenchmark("BM_SendDataSegmentLent/mss", BM_SendDataSegmentLent, size_t{0})
+                    ->UseManualTime());
   all.push_back(benchmark::RegisterBenchmark("BM_RequestResponse64", BM_RequestResponse64));
   for (size_t i = 0; i < all.size(); ++i) {
     all[i]->Unit(i + 1 < all.size() ? benchmark::kMicrosecond : benchmark::kNanosecond);  // batches; exchanges

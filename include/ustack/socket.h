@@ -58,6 +58,32 @@ int recv_zc(int fd, RecvBuffer* out, int max, int flags);
 /// ustack::shutdown() (which takes the device and its buffer pool down). An empty RecvBuffer is
 /// left alone; `buffer` is emptied.
 void release_buffer(RecvBuffer& buffer);
+/// A buffer to send without a copy: get_send_buffer() lends it, empty; write up to `capacity`
+/// bytes at `data`, set `size`, and queue it with send_zc(), which takes it whole. On ustack it is
+/// a device buffer with room for the headers in front, sized for one segment, and the
+/// retransmission queue sends it as it is: the bytes are never copied.
+struct SendBuffer {
+  void* data = nullptr;
+  size_t capacity = 0;
+  size_t size = 0;        ///< the caller's: bytes written at `data`
+  void* owner = nullptr;  ///< what send_zc() takes and release_send_buffer() frees
+};
+/// Lends an empty SendBuffer for the connected TCP socket `fd`: 0, or -1 with errno ENOTCONN,
+/// ENOBUFS (no buffer to be had), EOPNOTSUPP (UDP, epoll), EBADF. On a kernel socket (or the
+/// kernel backend) a 64 KiB buffer of the heap, which send_zc() copies once, so one program
+/// runs on both.
+int get_send_buffer(int fd, SendBuffer* out);
+/// send() without the copy: queues up to `count` (at most 64) filled buffers in order, each whole
+/// (a buffer is never split between calls on ustack). Returns how many it took (at least 1), or
+/// -1 with errno as send() would set it: it blocks until all are queued, times out, is
+/// interrupted and raises SIGPIPE the same way; MSG_DONTWAIT and MSG_NOSIGNAL are its flags.
+/// Taken buffers are emptied (owner null); the rest stay the caller's. EINVAL: a buffer with
+/// `size` 0 or above `capacity`. On a kernel socket a buffer send(2) took in part keeps the rest,
+/// moved to its front.
+ssize_t send_zc(int fd, SendBuffer* buffers, int count, int flags);
+/// Frees a SendBuffer that was not sent (any thread, before ustack::shutdown()); an empty one is
+/// left alone. `buffer` is emptied.
+void release_send_buffer(SendBuffer& buffer);
 /// F_GETFL, F_SETFL (O_NONBLOCK), F_GETFD, F_SETFD, F_DUPFD, F_DUPFD_CLOEXEC on ustack
 /// descriptors; anything on kernel ones.
 int fcntl(int fd, int cmd, ...);

@@ -295,6 +295,18 @@ ssize_t sendto(int fd, const void* b, size_t n, int flags, const sockaddr* a, so
 ssize_t recvfrom(int fd, void* b, size_t n, int flags, sockaddr* a, socklen_t* l) {
   USTACK_DISPATCH(fd, recvfrom(fd, b, n, flags, a, l), ::recvfrom(fd, b, n, flags, a, l));
 }
+namespace {
+// A kernel socket's zero-copy calls copy once, through buffers of the heap of this size.
+constexpr size_t kKernelSendBuffer = 65536;
+
+int kernel_stream_check(int fd) {
+  int type = 0;
+  socklen_t type_len = sizeof type;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) != 0) return errno;  // EBADF, ENOTSOCK
+  return type == SOCK_STREAM ? 0 : EOPNOTSUPP;
+}
+}  // namespace
+
 int recv_zc(int fd, RecvBuffer* out, int max, int flags) {
   if (is_user_fd(fd)) {
     api::UserBackend* u = user_for(fd);
@@ -303,10 +315,7 @@ int recv_zc(int fd, RecvBuffer* out, int max, int flags) {
     return call.ok() ? u->recv_zc(fd, out, max, flags) : -1;
   }
   // A kernel socket: one copy, into a buffer released the same way.
-  int type = 0;
-  socklen_t type_len = sizeof type;
-  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) != 0) return -1;  // EBADF, ENOTSOCK
-  if (type != SOCK_STREAM) return fail(EOPNOTSUPP);
+  if (int err = kernel_stream_check(fd)) return fail(err);
   if (flags & ~MSG_DONTWAIT || max <= 0) return fail(EINVAL);
   if (!out) return fail(EFAULT);
   constexpr size_t kKernelBuffer = 65536;
@@ -325,6 +334,57 @@ int recv_zc(int fd, RecvBuffer* out, int max, int flags) {
 void release_buffer(RecvBuffer& buffer) {
   delete static_cast<Packet*>(buffer.owner);
   buffer = RecvBuffer{};
+}
+
+int get_send_buffer(int fd, SendBuffer* out) {
+  if (is_user_fd(fd)) {
+    api::UserBackend* u = user_for(fd);
+    if (!u) return -1;
+    api::UserBackend::Call call(*u);
+    return call.ok() ? u->get_send_buffer(fd, out) : -1;
+  }
+  if (int err = kernel_stream_check(fd)) return fail(err);
+  if (!out) return fail(EFAULT);
+  sockaddr_storage peer;
+  socklen_t peer_len = sizeof peer;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) return -1;  // ENOTCONN, as ustack
+  auto* owner = new Packet(Packet::heap(kKernelSendBuffer, 0));
+  *out = SendBuffer{owner->data(), kKernelSendBuffer, 0, owner};
+  return 0;
+}
+
+ssize_t send_zc(int fd, SendBuffer* buffers, int count, int flags) {
+  if (is_user_fd(fd)) {
+    api::UserBackend* u = user_for(fd);
+    if (!u) return -1;
+    api::UserBackend::Call call(*u);
+    return call.ok() ? u->send_zc(fd, buffers, count, flags) : -1;
+  }
+  if (int err = kernel_stream_check(fd)) return fail(err);
+  if ((flags & ~(MSG_DONTWAIT | MSG_NOSIGNAL)) || count <= 0) return fail(EINVAL);
+  if (!buffers) return fail(EFAULT);
+  const int n = std::min(count, 64);
+  for (int i = 0; i < n; ++i) {
+    if (!buffers[i].owner || buffers[i].size == 0 || buffers[i].size > buffers[i].capacity) return fail(EINVAL);
+  }
+  int taken = 0;
+  for (; taken < n; ++taken) {
+    SendBuffer& b = buffers[taken];
+    const ssize_t sent = ::send(fd, b.data, b.size, flags);
+    if (sent < 0) return taken > 0 ? taken : -1;
+    if (static_cast<size_t>(sent) < b.size) {  // a non-blocking socket took part of it
+      std::memmove(b.data, static_cast<uint8_t*>(b.data) + sent, b.size - static_cast<size_t>(sent));
+      b.size -= static_cast<size_t>(sent);
+      return taken > 0 ? taken : fail(EAGAIN);
+    }
+    release_send_buffer(b);
+  }
+  return taken;
+}
+
+void release_send_buffer(SendBuffer& buffer) {
+  delete static_cast<Packet*>(buffer.owner);
+  buffer = SendBuffer{};
 }
 
 ssize_t read(int fd, void* b, size_t n) { USTACK_DISPATCH(fd, recvfrom(fd, b, n, 0, nullptr, nullptr), ::read(fd, b, n)); }

@@ -141,6 +141,9 @@ class UserBackend {
   ssize_t recvfrom(int fd, void* buf, size_t len, int flags, sockaddr* src, socklen_t* src_len);
   /// ustack::recv_zc: each lent buffer's owner is a Packet allocated with new.
   int recv_zc(int fd, RecvBuffer* out, int max, int flags);
+  /// ustack::get_send_buffer and send_zc: each buffer's owner is a Packet allocated with new.
+  int get_send_buffer(int fd, SendBuffer* out);
+  ssize_t send_zc(int fd, SendBuffer* buffers, int count, int flags);
   int close(int fd);
   int shutdown(int fd, int how);
   int setsockopt(int fd, int level, int name, const void* val, socklen_t len);
@@ -168,6 +171,10 @@ class UserBackend {
   int tcp_listen(TcpFile& f, int backlog);
   int tcp_accept(TcpFile& f, sockaddr* addr, socklen_t* len, int flags);
   ssize_t tcp_send(TcpFile& f, const void* buf, size_t len, int flags);
+  /// send()'s loop over `total` units (bytes, or send_zc's buffers): `push(now, done)` queues
+  /// from unit `done` on and says how many it took.
+  template <typename Push>
+  ssize_t tcp_send_loop(TcpFile& f, size_t total, int flags, Push&& push);
   ssize_t tcp_recv(TcpFile& f, void* buf, size_t len, int flags, sockaddr* src, socklen_t* src_len);
   /// Waits until f's connection has something for a read: bytes, an error or the end of the
   /// stream. 0, or EAGAIN (`no_wait`, or the deadline passed) or EINTR.

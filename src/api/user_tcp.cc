@@ -185,9 +185,8 @@ int UserBackend::tcp_accept(TcpFile& f, sockaddr* addr, socklen_t* len, int flag
   return install(std::move(nf), flags & SOCK_CLOEXEC);
 }
 
-ssize_t UserBackend::tcp_send(TcpFile& f, const void* buf, size_t len, int flags) {
-  if (flags & MSG_OOB) return fail(EOPNOTSUPP);
-  if (len && !buf) return fail(EFAULT);
+template <typename Push>
+ssize_t UserBackend::tcp_send_loop(TcpFile& f, size_t len, int flags, Push&& push) {
   Stack& stack = engine_->stack();
   auto epipe = [&](int err) -> ssize_t {
     // Linux raises SIGPIPE for EPIPE unless MSG_NOSIGNAL (sk_stream_error).
@@ -222,11 +221,10 @@ ssize_t UserBackend::tcp_send(TcpFile& f, const void* buf, size_t len, int flags
       if (f.senders_waiting > 0) f.changed(kPollOut);
     }
   } end_of_send{f};
-  const auto* data = static_cast<const uint8_t*>(buf);
   size_t done = 0;
   for (;;) {
     const Instant now = engine_->now();
-    auto sent = c.send(now, {data + done, len - done});
+    auto sent = push(now, done);
     stack.drain_loopback(now);
     stack.flush();
     if (!sent) {
@@ -244,6 +242,14 @@ ssize_t UserBackend::tcp_send(TcpFile& f, const void* buf, size_t len, int flags
       case Engine::RunResult::kInterrupted: return done > 0 ? static_cast<ssize_t>(done) : fail(EINTR);
     }
   }
+}
+
+ssize_t UserBackend::tcp_send(TcpFile& f, const void* buf, size_t len, int flags) {
+  if (flags & MSG_OOB) return fail(EOPNOTSUPP);
+  if (len && !buf) return fail(EFAULT);
+  const auto* data = static_cast<const uint8_t*>(buf);
+  return tcp_send_loop(f, len, flags,
+                       [&](Instant now, size_t done) { return f.conn->send(now, {data + done, len - done}); });
 }
 
 ssize_t UserBackend::tcp_recv(TcpFile& f, void* buf, size_t len, int flags, sockaddr* src, socklen_t* src_len) {
@@ -314,6 +320,58 @@ int UserBackend::recv_zc(int fd, RecvBuffer* out, int max, int flags) {
     out[i] = RecvBuffer{owner->data(), owner->size(), owner};
   }
   return static_cast<int>(*got);
+}
+
+int UserBackend::get_send_buffer(int fd, SendBuffer* out) {
+  OpenFile* opened = file(fd);
+  if (!opened) return fail(EBADF);
+  auto* f = dynamic_cast<TcpFile*>(opened);
+  if (!f) return fail(EOPNOTSUPP);
+  if (!out) return fail(EFAULT);
+  if (!f->conn) return fail(ENOTCONN);
+  Packet buffer = f->conn->alloc_send_buffer();
+  if (!buffer) return fail(ENOBUFS);
+  const size_t capacity = std::min<size_t>(buffer.tailroom(), f->conn->mss());
+  auto* owner = new Packet(std::move(buffer));
+  *out = SendBuffer{owner->data(), capacity, 0, owner};
+  return 0;
+}
+
+ssize_t UserBackend::send_zc(int fd, SendBuffer* buffers, int count, int flags) {
+  OpenFile* opened = file(fd);
+  if (!opened) return fail(EBADF);
+  auto* f = dynamic_cast<TcpFile*>(opened);
+  if (!f) return fail(EOPNOTSUPP);
+  if (flags & ~(MSG_DONTWAIT | MSG_NOSIGNAL)) return fail(EINVAL);
+  if (count <= 0) return fail(EINVAL);
+  if (!buffers) return fail(EFAULT);
+  constexpr size_t kMaxBuffers = 64;
+  const size_t n = std::min(static_cast<size_t>(count), kMaxBuffers);
+  for (size_t i = 0; i < n; ++i) {
+    const SendBuffer& b = buffers[i];
+    if (!b.owner || b.size == 0 || b.size > b.capacity) return fail(EINVAL);
+  }
+  // The bytes the caller wrote become the packets' contents; buffers not taken go back empty.
+  std::array<Packet, kMaxBuffers> staged;
+  for (size_t i = 0; i < n; ++i) {
+    Packet& owner = *static_cast<Packet*>(buffers[i].owner);
+    owner.append(buffers[i].size);
+    staged[i] = std::move(owner);
+  }
+  const ssize_t taken = tcp_send_loop(*f, n, flags, [&](Instant now, size_t done) {
+    return f->conn->send_buffers(now, std::span(staged).subspan(done, n - done));
+  });
+  for (size_t i = 0; i < n; ++i) {
+    if (static_cast<ssize_t>(i) < taken) {
+      delete static_cast<Packet*>(buffers[i].owner);
+      buffers[i] = SendBuffer{};
+    } else {
+      Packet& owner = *static_cast<Packet*>(buffers[i].owner);
+      owner = std::move(staged[i]);
+      owner.truncate(0);
+    }
+  }
+  return taken;
 }
 
 int UserBackend::tcp_shutdown(TcpFile& f, int how) {

@@ -36,6 +36,15 @@ size_t SendQueue::append(std::span<const uint8_t> data, uint32_t segment_size, S
   return taken;
 }
 
+bool SendQueue::append_buffer(Packet& buffer, size_t budget) {
+  if (charged_ >= budget || buffer.size() == 0) return false;
+  charged_ += buffer.truesize();
+  const auto len = static_cast<uint32_t>(buffer.size());
+  chunks_.push_back(Chunk{tail_, std::move(buffer)});
+  tail_ += len;
+  return true;
+}
+
 SendQueue::Acked SendQueue::acknowledge(SeqNum ack, Instant) {
   Acked result;
   if (ack <= head_) return result;

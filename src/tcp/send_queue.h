@@ -54,6 +54,10 @@ class SendQueue {
   /// bytes of buffer charge are used up or no buffer could be had).
   size_t append(std::span<const uint8_t> data, uint32_t segment_size, SeqNum unsent_from, size_t budget,
                 SegmentAllocator& alloc);
+  /// Appends `buffer` whole as a chunk of its own (zero-copy send: the caller wrote the bytes in a
+  /// buffer of alloc_segment()'s, with the headers' room in front), unless `budget` bytes of buffer
+  /// charge are used up: then false and `buffer` is left alone.
+  bool append_buffer(Packet& buffer, size_t budget);
   /// Drops the bytes before `ack`.
   Acked acknowledge(SeqNum ack, Instant now);
   /// A segment's payload: up to `max_len` bytes from `seq` (head <= seq < tail), as a shared

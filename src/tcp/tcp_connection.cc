@@ -164,21 +164,43 @@ size_t TcpConnection::send_space() const {
   return options_.sndbuf > charged ? options_.sndbuf - charged : 0;
 }
 
+int TcpConnection::send_refusal() {
+  if (error_) return take_error();
+  if (snd_shutdown_ || state_ == State::kClosed) return EPIPE;
+  if (state_ == State::kSynSent || state_ == State::kSynReceived) return EAGAIN;
+  if (state_ != State::kEstablished && state_ != State::kCloseWait) return EPIPE;
+  return 0;
+}
+
+void TcpConnection::queued(Instant now, bool was_idle) {
+  // RFC 5681 §4.1: a connection idle for more than an RTO restarts from the initial window.
+  if (was_idle && in_flight() == 0 && now - last_send_ > rtt_.rto()) cc_.restart_after_idle();
+  output(now);
+}
+
 Result<size_t, int> TcpConnection::send(Instant now, std::span<const uint8_t> data) {
-  if (error_) return unexpected(take_error());
-  if (snd_shutdown_ || state_ == State::kClosed) return unexpected(EPIPE);
-  if (state_ == State::kSynSent || state_ == State::kSynReceived) return unexpected(EAGAIN);
-  if (state_ != State::kEstablished && state_ != State::kCloseWait) return unexpected(EPIPE);
+  if (int err = send_refusal()) return unexpected(err);
   if (data.empty()) return size_t{0};
   const Settle settle(*this);
   const bool was_idle = busy().tx.empty();
   const size_t taken = busy().tx.append(data, snd_mss_, snd_nxt_, options_.sndbuf, layer_);
-  if (taken == 0) return size_t{0};
-  // RFC 5681 §4.1: a connection idle for more than an RTO restarts from the initial window.
-  if (was_idle && in_flight() == 0 && now - last_send_ > rtt_.rto()) cc_.restart_after_idle();
-  output(now);
+  if (taken > 0) queued(now, was_idle);
   return taken;
 }
+
+Result<size_t, int> TcpConnection::send_buffers(Instant now, std::span<Packet> buffers) {
+  if (int err = send_refusal()) return unexpected(err);
+  if (buffers.empty()) return size_t{0};
+  const Settle settle(*this);
+  SendQueue& tx = busy().tx;
+  const bool was_idle = tx.empty();
+  size_t taken = 0;
+  while (taken < buffers.size() && tx.append_buffer(buffers[taken], options_.sndbuf)) ++taken;
+  if (taken > 0) queued(now, was_idle);
+  return taken;
+}
+
+Packet TcpConnection::alloc_send_buffer() { return layer_.alloc_segment(snd_mss_); }
 
 Result<size_t, int> TcpConnection::receive(Instant now, std::span<uint8_t> out, bool peek) {
   if (readable() > 0) {

@@ -129,6 +129,13 @@ class TcpConnection final : private TimerClient {
   /// Queues up to data.size() bytes: how many it took (0 when the buffer is full), or EPIPE,
   /// ENOTCONN, a pending error.
   Result<size_t, int> send(Instant now, std::span<const uint8_t> data);
+  /// send() without the copy: queues whole buffers from alloc_send_buffer() that the caller
+  /// filled, in order, each as a segment of its own. Returns how many it took (moved out of
+  /// `buffers`; 0 when the send buffer is full), or send()'s errors.
+  Result<size_t, int> send_buffers(Instant now, std::span<Packet> buffers);
+  /// An empty buffer for send_buffers() with room for one segment (mss() bytes) after the
+  /// headers' room; empty when none can be had.
+  Packet alloc_send_buffer();
   /// Copies received bytes out: how many (0 at end of stream), or EAGAIN when none are there yet,
   /// a pending error (ECONNRESET), ENOTCONN.
   Result<size_t, int> receive(Instant now, std::span<uint8_t> out, bool peek);
@@ -206,6 +213,10 @@ class TcpConnection final : private TimerClient {
  private:
   /// What a read gets when no byte is readable: a pending error, end of stream, ENOTCONN or EAGAIN.
   Result<size_t, int> nothing_readable();
+  /// Why send() or send_buffers() may not queue now (taking a pending error), or 0.
+  int send_refusal();
+  /// After either queued bytes on a send queue that was empty (`was_idle`) or not: sends.
+  void queued(Instant now, bool was_idle);
   friend class TcpLayer;
   enum TimerKind : uint8_t { kRetransmitTimer, kDelayedAckTimer, kKeepaliveTimer, kTimerKinds };
   enum class RtxMode : uint8_t { kRetransmit, kPersist, kTimeWait, kFinWait2 };

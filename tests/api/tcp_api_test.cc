@@ -1318,6 +1318,104 @@ TEST(TcpApi, AcceptQueueHoldsBacklogPlusOne) {
   EXPECT_EQ(accept_and_check(2), (std::set<size_t>{2, 3}));
 }
 
+TEST(TcpZeroCopy, SendZcQueuesWholeBuffersAndThePeerGetsEveryByte) {
+  Connection c = connected_pair();
+  const std::string data = pattern(7, 200'000);
+  size_t written = 0;  // bytes put into buffers
+  bool shut = false;
+  std::string got;
+  std::vector<SendBuffer> pending;  // filled, not taken yet
+  char buf[65536];
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  bool ended = false;
+  while (!ended && std::chrono::steady_clock::now() < deadline) {
+    while (pending.size() < 8 && written < data.size()) {
+      SendBuffer b;
+      ASSERT_EQ(ustack::get_send_buffer(c.client.fd(), &b), 0) << std::strerror(errno);
+      ASSERT_NE(b.data, nullptr);
+      ASSERT_GT(b.capacity, 0u);
+      b.size = std::min(b.capacity, data.size() - written);
+      std::memcpy(b.data, data.data() + written, b.size);
+      written += b.size;
+      pending.push_back(b);
+    }
+    if (!pending.empty()) {
+      const ssize_t k = ustack::send_zc(c.client.fd(), pending.data(), static_cast<int>(pending.size()), MSG_DONTWAIT);
+      if (k > 0) {
+        for (ssize_t i = 0; i < k; ++i) EXPECT_EQ(pending[static_cast<size_t>(i)].owner, nullptr) << "taken: emptied";
+        pending.erase(pending.begin(), pending.begin() + k);
+      } else {
+        ASSERT_EQ(errno, EAGAIN) << std::strerror(errno);
+      }
+    } else if (!shut) {
+      ASSERT_EQ(ustack::shutdown(c.client.fd(), SHUT_WR), 0);
+      shut = true;
+    }
+    const ssize_t n = ustack::recv(c.server.fd(), buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0) got.append(buf, static_cast<size_t>(n));
+    else if (n == 0) ended = true;
+    else ASSERT_EQ(errno, EAGAIN) << std::strerror(errno);
+  }
+  EXPECT_TRUE(ended) << "no end of stream within 20 s";
+  EXPECT_EQ(got.size(), data.size());
+  EXPECT_TRUE(got == data) << "the bytes differ";
+}
+
+TEST(TcpZeroCopy, SendZcSaysWhatIsWrongAndLeavesUntakenBuffersWithTheCaller) {
+  Connection c = connected_pair();
+  SendBuffer b;
+  ASSERT_EQ(ustack::get_send_buffer(c.client.fd(), &b), 0);
+  errno = 0;
+  EXPECT_EQ(ustack::send_zc(c.client.fd(), &b, 1, 0), -1) << "size 0";
+  EXPECT_EQ(errno, EINVAL);
+  b.size = b.capacity + 1;
+  errno = 0;
+  EXPECT_EQ(ustack::send_zc(c.client.fd(), &b, 1, 0), -1);
+  EXPECT_EQ(errno, EINVAL);
+  b.size = 5;
+  std::memcpy(b.data, "hello", 5);
+  errno = 0;
+  EXPECT_EQ(ustack::send_zc(c.client.fd(), &b, 1, MSG_PEEK), -1);
+  EXPECT_EQ(errno, EINVAL);
+  errno = 0;
+  EXPECT_EQ(ustack::send_zc(c.client.fd(), &b, 0, 0), -1);
+  EXPECT_EQ(errno, EINVAL);
+  ASSERT_NE(b.owner, nullptr) << "refused: still the caller's";
+  ASSERT_EQ(ustack::send_zc(c.client.fd(), &b, 1, 0), 1);
+  EXPECT_EQ(b.owner, nullptr);
+  EXPECT_EQ(recv_exactly(c.server.fd(), 5), "hello");
+  Udp u;
+  errno = 0;
+  EXPECT_EQ(ustack::get_send_buffer(u.fd(), &b), -1);
+  EXPECT_EQ(errno, EOPNOTSUPP);
+  Tcp fresh;
+  errno = 0;
+  EXPECT_EQ(ustack::get_send_buffer(fresh.fd(), &b), -1);
+  EXPECT_EQ(errno, ENOTCONN);
+  // Nobody reads: the send buffer fills, and what it cannot take stays with the caller.
+  ASSERT_EQ(set_int_opt(c.client.fd(), SOL_SOCKET, SO_SNDBUF, 4096), 0);
+  std::vector<SendBuffer> held;
+  bool full = false;
+  for (int i = 0; i < 10'000 && !full; ++i) {
+    SendBuffer more;
+    ASSERT_EQ(ustack::get_send_buffer(c.client.fd(), &more), 0);
+    more.size = more.capacity;
+    std::memset(more.data, 'x', more.size);
+    errno = 0;
+    if (ustack::send_zc(c.client.fd(), &more, 1, MSG_DONTWAIT) == 1) continue;
+    EXPECT_EQ(errno, EAGAIN);
+    EXPECT_NE(more.owner, nullptr);
+    held.push_back(more);
+    full = true;
+  }
+  EXPECT_TRUE(full) << "the send buffer never filled";
+  for (SendBuffer& h : held) {
+    release_send_buffer(h);
+    EXPECT_EQ(h.owner, nullptr);
+  }
+  release_send_buffer(b);  // empty: nothing to do
+}
+
 }  // namespace
 }  // namespace ustack::apitest
 

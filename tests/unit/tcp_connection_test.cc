@@ -957,6 +957,55 @@ TEST_F(TcpDelayedAck, QuickAckModeReturnsAfterIdle) {
 }
 
 // ============================================================================================
+// Zero-copy send: buffers the caller filled go out as they are.
+// ============================================================================================
+
+class TcpSendBuffers : public TcpPeerTest {
+ protected:
+  Packet filled(TcpConnection& c, std::string_view text) {
+    Packet p = c.alloc_send_buffer();
+    EXPECT_TRUE(p);
+    EXPECT_GE(p.tailroom(), c.mss());
+    std::memcpy(p.append(text.size()), text.data(), text.size());
+    return p;
+  }
+};
+
+TEST_F(TcpSendBuffers, EachBufferIsASegmentSentAndRetransmittedWithoutACopy) {
+  auto c = establish_passive();
+  ASSERT_TRUE(c);
+  std::array<Packet, 2> bufs{filled(*c, "hello "), filled(*c, "world")};
+  auto taken = c->send_buffers(now(), bufs);
+  ASSERT_TRUE(taken);
+  EXPECT_EQ(*taken, 2u);
+  EXPECT_FALSE(bufs[0]) << "moved into the send queue";
+  expect_sent({.seq = iss_ + 1, .payload = "hello "});
+  advance(c->rto());  // Nagle held the second back until the first was acknowledged; the RTO
+  expect_sent({.seq = iss_ + 1, .payload = "hello "});
+  deliver({.seq = kPeerIss + 1, .ack = iss_ + 7});
+  expect_sent({.seq = iss_ + 7, .payload = "world"});
+  deliver({.seq = kPeerIss + 1, .ack = iss_ + 12});
+  EXPECT_EQ(c->send_queued(), 0u);
+  EXPECT_EQ(stats().tx_payload_copied, 0u) << "no segment was copied, the retransmission neither";
+}
+
+TEST_F(TcpSendBuffers, AFullSendBufferTakesNoMoreAndAClosedOneRefuses) {
+  auto c = establish_passive();
+  ASSERT_TRUE(c);
+  c->options().sndbuf = 1;  // any charge fills it
+  std::array<Packet, 2> bufs{filled(*c, "a"), filled(*c, "b")};
+  auto taken = c->send_buffers(now(), bufs);
+  ASSERT_TRUE(taken);
+  EXPECT_EQ(*taken, 1u);
+  EXPECT_TRUE(bufs[1]) << "left with the caller";
+  expect_sent({.payload = "a"});
+  c->shutdown_write(now());
+  auto refused = c->send_buffers(now(), std::span(bufs).subspan(1));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error(), EPIPE);
+}
+
+// ============================================================================================
 // Keep-alive (RFC 9293 §3.8.4, RFC 1122 §4.2.3.6), with Linux's TCP_KEEPIDLE/INTVL/CNT.
 // ============================================================================================
 
