@@ -48,8 +48,7 @@ Packet Packet::copy_of(std::span<const uint8_t> bytes, size_t headroom) {
   return p;
 }
 
-void Packet::reset() {
-  if (!handle_) return;
+void Packet::release_buffer() {
   if (pool_) {
     pool_->release(handle_);
   } else if (--block(handle_)->refs == 0) {

@@ -83,7 +83,7 @@ class Packet {
   }
   Packet(const Packet&) = delete;
   Packet& operator=(const Packet&) = delete;
-  ~Packet() { reset(); }
+  ~Packet() { reset(); }  // inline: most packets destroyed are empty (moved from)
 
   explicit operator bool() const { return handle_ != nullptr; }
   uint8_t* data() { return buffer_ + offset_; }
@@ -136,7 +136,10 @@ class Packet {
   TxOffload tx_offload;
 
  private:
-  void reset();
+  void reset() {
+    if (handle_) release_buffer();
+  }
+  void release_buffer();
 
   uint8_t* buffer_ = nullptr;
   uint32_t capacity_ = 0;

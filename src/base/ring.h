@@ -1,8 +1,9 @@
 #pragma once
-// A double-ended queue in one growable circular array that holds no memory while it is empty:
-// the allocation goes when the last element does. A connection's queues are empty most of their
-// life, and std::deque keeps a map and a 512-byte block even then (about 1 KiB per connection for
-// its two queues); this costs 16 bytes instead, and a malloc when data starts flowing again.
+// A double-ended queue in one growable circular array, which it allocates at the first push and
+// keeps until release_memory() or its end. A connection's queues live in its transfer block,
+// which only a busy connection holds (TcpConnection::Transfer), and spare blocks are reused with
+// their arrays: a request/response connection allocates nothing per exchange. std::deque keeps a
+// map and a 512-byte block per queue.
 
 #include <cstddef>
 #include <cstdint>
@@ -18,7 +19,7 @@ class Ring {
   Ring() = default;
   Ring(const Ring&) = delete;
   Ring& operator=(const Ring&) = delete;
-  ~Ring() { clear(); }
+  ~Ring() { release_memory(); }
 
   bool empty() const { return size_ == 0; }
   size_t size() const { return size_; }
@@ -37,13 +38,19 @@ class Ring {
   void pop_front() {
     slots_[head_].~T();
     head_ = (head_ + 1) & (capacity_ - 1);
-    if (--size_ == 0) release();
+    if (--size_ == 0) head_ = 0;
   }
+  /// Destroys the elements; keeps the array.
   void clear() {
     for (size_t i = 0; i < size_; ++i) (*this)[i].~T();
-    size_ = 0;
+    size_ = head_ = 0;
+  }
+  /// clear(), and frees the array.
+  void release_memory() {
+    clear();
     release();
   }
+  size_t capacity() const { return capacity_; }
 
  private:
   static constexpr uint32_t kFirstCapacity = 4;

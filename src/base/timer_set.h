@@ -24,6 +24,8 @@ class TimerSet {
   explicit TimerSet(TimerClient* owner) : entry_(owner) { deadlines_.fill(Instant::max()); }
 
   bool armed(size_t kind) const { return deadlines_[kind] != Instant::max(); }
+  /// Another owner for a set that is idle().
+  void set_owner(TimerClient* owner) { entry_.client = owner; }
   /// None armed, none due.
   bool idle() const {
     for (const Instant d : deadlines_) {

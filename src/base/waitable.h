@@ -4,7 +4,8 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <vector>
+
+#include <absl/container/inlined_vector.h>
 
 namespace ustack {
 
@@ -63,7 +64,8 @@ class Waitable {
   }
 
  private:
-  std::vector<Waiter*> waiters_;
+  // Nearly always one (the epoll instance watching a socket) or none: inline, no heap per socket.
+  absl::InlinedVector<Waiter*, 1> waiters_;
 };
 
 }  // namespace ustack

@@ -70,15 +70,14 @@ void Stack::start(Instant now) {
 
 size_t Stack::poll(Instant now) {
   timers_.expire(now);
-  std::array<Packet, kBurst> burst;
-  const size_t n = device_.rx_burst(burst);
+  const size_t n = device_.rx_burst(rx_batch_);
   // Asking the pool walks its per-core caches: once per burst, and only when there is a burst
   // (an idle engine polls in a tight loop).
   if (n > 0 || !loopback_.empty()) buffers_scarce_ = device_.buffers_scarce();
-  for (size_t i = 0; i < n; ++i) receive_frame(now, std::move(burst[i]));
+  for (size_t i = 0; i < n; ++i) receive_frame(now, std::move(rx_batch_[i]));
   // What other engines sent to ourselves, for flows this engine owns.
-  const size_t handed = device_.local_burst(burst);
-  for (size_t i = 0; i < handed; ++i) ipv4_input(now, std::move(burst[i]), true);
+  const size_t handed = device_.local_burst(rx_batch_);
+  for (size_t i = 0; i < handed; ++i) ipv4_input(now, std::move(rx_batch_[i]), true);
   const size_t looped = drain_loopback(now) + handed;
   flush();
   tcp_.reap();

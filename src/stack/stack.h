@@ -105,8 +105,11 @@ class Stack final : private eth::ArpActions,
   uint16_t next_ident_;
   std::array<Packet, kBurst> tx_batch_;
   size_t tx_count_ = 0;
-  std::deque<Packet> loopback_;
-  bool buffers_scarce_ = false;  // the device pool is running low: copy what we keep  // IP packets (no link header) to be received on the next poll
+  // What rx_burst and local_burst fill: a member, so that a poll (an idle engine polls in a tight
+  // loop) neither constructs nor destroys 32 packets; what it processed is moved out, empty.
+  std::array<Packet, kBurst> rx_batch_;
+  std::deque<Packet> loopback_;  // IP packets (no link header) to be received on the next poll
+  bool buffers_scarce_ = false;  // the device pool is running low: copy what we keep
 };
 
 }  // namespace ustack

@@ -21,7 +21,7 @@ class ReceiveQueue {
   explicit ReceiveQueue(uint32_t max_out_of_order = 256) : max_out_of_order_(max_out_of_order) {}
 
   void reset(SeqNum next) {
-    ready_.clear();
+    ready_.clear();  // keeps its array
     std::vector<Piece>().swap(ooo_);
     next_ = next;
     readable_ = charged_ = 0;
@@ -40,6 +40,10 @@ class ReceiveQueue {
 
   /// Nothing held: no byte to read, none out of order (the state of a new queue but for next()).
   bool empty() const { return ready_.empty() && ooo_.empty() && charged_ == 0; }
+  /// Frees the array of readable buffers if it grew beyond `capacity` (the queue must be empty).
+  void trim(size_t capacity) {
+    if (ready_.capacity() > capacity) ready_.release_memory();
+  }
   /// Bytes the application can read.
   size_t readable() const { return readable_; }
   /// Copies up to out.size() bytes; `peek` leaves them queued. Returns bytes copied.

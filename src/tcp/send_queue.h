@@ -46,6 +46,10 @@ class SendQueue {
   SeqNum tail() const { return tail_; }  ///< one past the last byte written
   uint32_t size() const { return static_cast<uint32_t>(tail_ - head_); }
   bool empty() const { return chunks_.empty(); }
+  /// Frees the chunk array if it grew beyond `capacity` chunks (the queue must be empty).
+  void trim(size_t capacity) {
+    if (chunks_.capacity() > capacity) chunks_.release_memory();
+  }
   /// The memory the queue holds (whole buffers): what SO_SNDBUF limits.
   size_t charged() const { return charged_; }
 
@@ -80,7 +84,7 @@ class SendQueue {
   };
   size_t index_of(SeqNum seq) const;
 
-  Ring<Chunk> chunks_;  // holds no memory while empty (an idle connection)
+  Ring<Chunk> chunks_;
   SeqNum head_;
   SeqNum tail_;
   size_t charged_ = 0;

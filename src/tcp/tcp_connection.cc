@@ -76,8 +76,16 @@ TcpConnection::~TcpConnection() { delete busy_; }
 
 TcpConnection::Transfer::Transfer(TcpConnection& owner, uint32_t max_out_of_order, SeqNum send_tail,
                                   SeqNum receive_next)
-    : owner(owner), tx(send_tail), rx(max_out_of_order), timers(&owner) {
+    : owner(&owner), tx(send_tail), rx(max_out_of_order), timers(&owner) {
   rx.reset(receive_next);
+}
+
+void TcpConnection::Transfer::reuse(TcpConnection& new_owner, SeqNum send_tail, SeqNum receive_next) {
+  owner = &new_owner;
+  timers.set_owner(&new_owner);
+  tx.reset(send_tail);
+  rx.reset(receive_next);
+  rtx_mode = RtxMode::kRetransmit;
 }
 
 bool TcpConnection::Transfer::at_rest() const {

@@ -227,11 +227,13 @@ class TcpConnection final : private TimerClient {
   // rest holds what a new one would, so giving it back changes no behaviour.
   struct Transfer : AgeList<Transfer>::Hook {  // the hook: TcpLayer's TIME-WAIT list
     Transfer(TcpConnection& owner, uint32_t max_out_of_order, SeqNum send_tail, SeqNum receive_next);
-    /// As a new block, but for where the queues start. rtx_mode does not count: it is read only
-    /// while the retransmission timer is armed.
+    /// As a new block, but for where the queues start and the arrays they keep. rtx_mode does not
+    /// count: it is read only while the retransmission timer is armed.
     bool at_rest() const;
+    /// A block at rest, for another connection (TcpLayer's spares): as new, keeping the arrays.
+    void reuse(TcpConnection& new_owner, SeqNum send_tail, SeqNum receive_next);
 
-    TcpConnection& owner;
+    TcpConnection* owner;
     SendQueue tx;
     ReceiveQueue rx;
     TimerSet<kTimerKinds> timers;

@@ -35,27 +35,28 @@ TcpLayer::~TcpLayer() {
   for (auto& [tuple, c] : connections_) {
     if (c->busy_) c->busy_->timers.disarm_all(timers_);
   }
-  for (void* spare : spare_transfers_) ::operator delete(spare);
+  for (TcpConnection::Transfer* spare : spare_transfers_) delete spare;
 }
 
 TcpConnection::Transfer* TcpLayer::take_transfer(TcpConnection& c, SeqNum send_tail, SeqNum receive_next) {
-  void* memory;
-  if (spare_transfers_.empty()) {
-    memory = ::operator new(sizeof(TcpConnection::Transfer));
-  } else {
-    memory = spare_transfers_.back();
-    spare_transfers_.pop_back();
-  }
-  return new (memory) TcpConnection::Transfer(c, config_.max_out_of_order, send_tail, receive_next);
+  if (spare_transfers_.empty()) return new TcpConnection::Transfer(c, config_.max_out_of_order, send_tail, receive_next);
+  TcpConnection::Transfer* t = spare_transfers_.back();
+  spare_transfers_.pop_back();
+  t->reuse(c, send_tail, receive_next);
+  return t;
 }
 
 void TcpLayer::give_back_transfer(TcpConnection::Transfer* t) {
-  t->~Transfer();
-  if (spare_transfers_.size() < kSpareTransfers) {
-    spare_transfers_.push_back(t);
-  } else {
-    ::operator delete(t);
+  // At rest no timer is armed, but the wheel entry may still be linked at a deadline a timer was
+  // moved away from (TimerSet re-arms lazily): it must not fire for the block's next owner.
+  t->timers.disarm_all(timers_);
+  if (spare_transfers_.size() >= kSpareTransfers) {
+    delete t;
+    return;
   }
+  t->tx.trim(kSpareQueueCapacity);
+  t->rx.trim(kSpareQueueCapacity);
+  spare_transfers_.push_back(t);
 }
 
 // ---- Ports ----

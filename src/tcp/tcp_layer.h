@@ -143,8 +143,10 @@ class TcpLayer final : public SegmentAllocator, private TimerClient {
   TimerEntry time_wait_timer_{this};
   // Busy connections take transfer state and idle ones give it back, about once per exchange:
   // a few spare blocks spare malloc that. Bounded, so idle connections' memory stays theirs.
+  // Spares keep their queues' arrays up to kSpareQueueCapacity entries (a few KiB in all).
   static constexpr size_t kSpareTransfers = 64;
-  std::vector<void*> spare_transfers_;
+  static constexpr size_t kSpareQueueCapacity = 16;
+  std::vector<TcpConnection::Transfer*> spare_transfers_;
   size_t time_wait_count_ = 0;
   Instant challenge_window_start_;
   uint32_t challenge_acks_in_window_ = 0;

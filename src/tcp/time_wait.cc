@@ -52,7 +52,7 @@ void TcpLayer::bound_time_wait() {
     if (TimeWaitEntry* oldest = time_wait_expiry_.oldest()) {
       drop_time_wait(*oldest);
     } else {
-      time_wait_.oldest()->owner.closed(0);  // TIME-WAIT → CLOSED, through state_changed()
+      time_wait_.oldest()->owner->closed(0);  // TIME-WAIT → CLOSED, through state_changed()
     }
   }
 }

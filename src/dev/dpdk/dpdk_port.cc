@@ -160,6 +160,8 @@ struct alignas(64) DpdkPort::Queue {
   bool rx_intr = false;  // the queue's RX interrupt is in epfd
   int doorbell = -1;     // Device::set_doorbell: wait_rx waits on it too
   Counter rx_dropped_multiseg;
+  uint8_t pool_questions = 0;  // buffers_scarce() asked since the pool was last looked at
+  bool pool_scarce = false;    // what the pool said then
 };
 
 // Queue k of a port as a Device of its own; the port does the work.
@@ -178,7 +180,7 @@ class DpdkPort::QueueDevice final : public Device {
   Packet alloc_tx() override { return port_.alloc_tx(queue_); }
   bool wait_rx(Duration max) override { return port_.wait_rx(queue_, max); }
   bool wakes_on_rx() const override { return queue_.rx_intr; }
-  bool buffers_scarce() const override { return port_.buffers_scarce(); }
+  bool buffers_scarce() const override { return port_.buffers_scarce(queue_); }
   void attach_stats(DevStats* stats) override { queue_.stats = stats; }
   void set_doorbell(int fd) override { queue_.doorbell = fd; }
   void engine_thread_started() override { port_.engine_thread_started(); }
@@ -750,9 +752,18 @@ bool DpdkPort::wait_rx(Queue& q, Duration max) {
   return end == SleepEnd::kSignal;
 }
 
-bool DpdkPort::buffers_scarce() const {
-  // rte_mempool_avail_count walks the per-lcore caches: cheap, but the stack asks once per burst.
-  return pool_ && rte_mempool_avail_count(pool_) * 4 < pool_->size;
+bool DpdkPort::buffers_scarce() const { return buffers_scarce(*queues_[0]); }
+
+bool DpdkPort::buffers_scarce(Queue& q) const {
+  // The stack asks once per burst, and rte_mempool_avail_count walks every lcore's cache
+  // (RTE_MAX_LCORE of them: hundreds of instructions, a tenth of a small request's cost in the
+  // server's profile). So the pool is looked at on every 16th question while it has plenty (16
+  // bursts cannot drain a pool more than a quarter free) and on every one once it runs low.
+  if (!pool_) return false;
+  if (!q.pool_scarce && ++q.pool_questions < kPoolQuestionsPerLook) return false;
+  q.pool_questions = 0;
+  q.pool_scarce = rte_mempool_avail_count(pool_) * 4 < pool_->size;
+  return q.pool_scarce;
 }
 
 }  // namespace ustack::dev

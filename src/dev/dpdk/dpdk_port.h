@@ -104,6 +104,7 @@ class DpdkPort final : public Device {
   /// True when the shared pool runs low (under a quarter free), whichever queue took the mbufs.
   bool buffers_scarce() const override;
   std::string name() const override { return name_; }
+  static constexpr uint8_t kPoolQuestionsPerLook = 16;
 
   /// Queue `queue` (1 .. queues() - 1; 0 gives a second handle on the port's own) as a Device:
   /// its own RX interrupt and counters (attach_stats), the port's caps and pool. Borrows the
@@ -153,6 +154,7 @@ class DpdkPort final : public Device {
   size_t rx_burst(Queue& q, std::span<Packet> out);
   size_t tx_burst(Queue& q, std::span<Packet> pkts);
   Packet alloc_tx(Queue& q);
+  bool buffers_scarce(Queue& q) const;
   bool wait_rx(Queue& q, Duration max);
   void capture(Queue& q, rte_mbuf* const* mbufs, uint16_t n, bool outbound);
   void prime_pcapng_clock();
