@@ -893,6 +893,20 @@ TEST(TcpSim, TransferAcrossSequenceWrapUnderLoss) {
 /// Heap bytes in use, malloc's own chunk headers included (what the process really pays), and
 /// large blocks malloc mapped on their own (which of the two holds a big table depends on the
 /// allocations before it).
+/// Opens `total` connections to kServerPort a batch at a time, so that the accept queue never
+/// overflows, and accepts them: call once per step of TcpSim::run.
+void open_in_batches(TcpSim& sim, size_t total, std::vector<std::shared_ptr<TcpConnection>>& clients,
+                     std::vector<std::shared_ptr<TcpConnection>>& servers) {
+  constexpr size_t kBatch = 500;
+  if (clients.size() < total && clients.size() - servers.size() < kBatch) {
+    for (size_t i = 0; i < kBatch && clients.size() < total; ++i) {
+      clients.push_back(sim.connect(kServerPort));
+      ASSERT_TRUE(clients.back());
+    }
+  }
+  while (auto conn = sim.accept()) servers.push_back(std::move(conn));
+}
+
 size_t heap_in_use() {
   const struct mallinfo2 m = mallinfo2();
   return m.uordblks + m.hblkhd;
@@ -911,7 +925,6 @@ constexpr size_t kIdleTcbBudget = 256;
 
 TEST(TcpSim, IdleConnectionsCostABoundedFewBytesEach) {
   constexpr size_t kConnections = 10'000;
-  constexpr size_t kBatch = 500;
   TcpSim sim(1);
   sim.resolve();
   sim.listen(kServerPort, 4096);
@@ -928,14 +941,7 @@ TEST(TcpSim, IdleConnectionsCostABoundedFewBytesEach) {
   const bool ok = sim.run(
       sim.now() + 60s,
       [&](Instant now) {
-        // A batch at a time, so that the accept queue never overflows.
-        if (clients.size() < kConnections && clients.size() - servers.size() < kBatch) {
-          for (size_t i = 0; i < kBatch && clients.size() < kConnections; ++i) {
-            clients.push_back(sim.connect(kServerPort));
-            ASSERT_TRUE(clients.back());
-          }
-        }
-        while (auto conn = sim.accept()) servers.push_back(std::move(conn));
+        open_in_batches(sim, kConnections, clients, servers);
         for (auto& s : servers) {  // echo what arrived
           while (s->readable() > 0) {
             auto got = s->receive(now, buf, false);
@@ -1000,7 +1006,6 @@ constexpr size_t kTimeWaitBudget = 280;
 
 TEST(TcpSim, TimeWaitEntriesCostAFewBytesEach) {
   constexpr size_t kConnections = 10'000;
-  constexpr size_t kBatch = 500;
   TcpSim sim(2);
   sim.resolve();
   sim.listen(kServerPort, 4096);
@@ -1013,13 +1018,7 @@ TEST(TcpSim, TimeWaitEntriesCostAFewBytesEach) {
   const bool ok = sim.run(
       sim.now() + 120s,
       [&](Instant now) {
-        if (clients.size() < kConnections && clients.size() - servers.size() < kBatch) {
-          for (size_t i = 0; i < kBatch && clients.size() < kConnections; ++i) {
-            clients.push_back(sim.connect(kServerPort));
-            ASSERT_TRUE(clients.back());
-          }
-        }
-        while (auto conn = sim.accept()) servers.push_back(std::move(conn));
+        open_in_batches(sim, kConnections, clients, servers);
         for (auto& c : clients) {  // the client closes first: its end waits in TIME-WAIT
           if (c->state() == State::kEstablished && !c->orphaned()) c->close(now);
         }
