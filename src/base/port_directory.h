@@ -13,8 +13,9 @@
 //     engine: nothing forwarded; connect()'s ports, chosen to hash to their engine), else to the
 //     lowest engine that does (one listening socket: all its connections live with it). A port
 //     stays in use while connections remain, so closing one engine's listener does not send its
-//     connections' segments elsewhere. Each engine flips its own bit when its table gains or
-//     loses the port: lock-free, and the packet path reads one atomic word.
+//     connections' segments elsewhere; that engine hands the new flows it still gets to an engine
+//     whose socket claims the port (TcpLayer::hand_to_claimant). Each engine flips its own bit
+//     when its table gains or loses the port: lock-free, and the packet path reads one atomic word.
 
 #include <array>
 #include <atomic>

@@ -79,6 +79,15 @@ class Device {
   /// owns its flow when that is another one (several engines): true when taken (queued for that
   /// engine, or dropped and counted when its ring is full); false: deliver it here.
   virtual bool hand_over_local(Packet& ip_packet) { (void)ip_packet; return false; }
+  /// A received IP packet this engine has no socket for, handed to engine `engine` whose socket
+  /// claims its port (several engines: a closed SO_REUSEPORT listener's share of new flows); it
+  /// arrives there as hand_over_local's do. True when taken (queued, or dropped and counted when
+  /// the ring is full); false when there are no other engines.
+  virtual bool hand_over_to(uint32_t engine, Packet& ip_packet) {
+    (void)engine;
+    (void)ip_packet;
+    return false;
+  }
   /// IP packets other engines handed over (hand_over_local) for this one: moves up to out.size()
   /// into `out`, returns how many. They are delivered as looped back.
   virtual size_t local_burst(std::span<Packet> out) { (void)out; return 0; }

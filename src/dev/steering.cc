@@ -130,6 +130,12 @@ bool SteeredDevice::hand_over_local(Packet& ip_packet) {
   return true;
 }
 
+bool SteeredDevice::hand_over_to(uint32_t engine, Packet& ip_packet) {
+  if (engine == index_ || engine >= group_.engines()) return false;
+  push(group_.local_ring(index_, engine), engine, ip_packet);
+  return true;
+}
+
 size_t SteeredDevice::local_burst(std::span<Packet> out) {
   size_t n = 0;
   for (uint32_t from = 0; from < group_.engines() && n < out.size(); ++from) {

@@ -103,6 +103,7 @@ class SteeredDevice final : public Device {
   /// Copies the packet (its buffer may stay shared with this engine's send queue) onto the
   /// owner's local ring.
   bool hand_over_local(Packet& ip_packet) override;
+  bool hand_over_to(uint32_t engine, Packet& ip_packet) override;
   size_t local_burst(std::span<Packet> out) override;
   void engine_thread_started() override { queue_.engine_thread_started(); }
   void engine_thread_stopping() override { queue_.engine_thread_stopping(); }

@@ -34,6 +34,13 @@ class IpOutput {
   /// or an errno (EMSGSIZE: too big with DF, ENOBUFS: no buffer).
   virtual int send_datagram(Instant now, const Route& route, uint8_t protocol, Packet payload,
                             bool dont_fragment, uint8_t tos = 0) = 0;
+  /// Hands a received IP packet (from its IP header) to another engine of the same device, which
+  /// receives it as if it had come there (Device::hand_over_to). False: not taken.
+  virtual bool hand_over(uint32_t engine, Packet& ip_packet) {
+    (void)engine;
+    (void)ip_packet;
+    return false;
+  }
 
  protected:
   ~IpOutput() = default;

@@ -82,6 +82,7 @@ class Stack final : private eth::ArpActions,
   Packet alloc_datagram(size_t payload_len) override;
   int send_datagram(Instant now, const ip::Route& route, uint8_t protocol, Packet payload,
                     bool dont_fragment, uint8_t tos = 0) override;
+  bool hand_over(uint32_t engine, Packet& ip_packet) override { return device_.hand_over_to(engine, ip_packet); }
   // eth::ArpActions
   void send_arp_request(Instant now, Ipv4Addr target, std::optional<MacAddr> known) override;
   void send_resolved(Instant now, MacAddr mac, std::vector<Packet>& packets) override;

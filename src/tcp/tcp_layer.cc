@@ -2,6 +2,7 @@
 
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cstring>
 
@@ -320,8 +321,31 @@ void TcpLayer::receive(Instant now, const ip::Ipv4Repr& ip, Packet& packet, bool
     listen_input(now, *l, ip, *seg);
     return;
   }
+  if (hand_to_claimant(ip, *seg, packet)) return;
   stats_.rx_no_socket.inc();
   send_reset_for(now, ip, *seg);
+}
+
+bool TcpLayer::hand_to_claimant(const ip::Ipv4Repr& ip, const SegmentRepr& seg, Packet& packet) {
+  // Several engines, SO_REUSEPORT listeners, and this engine's closed: while connections it
+  // accepted remain, its port stays in use here (PortDirectory), so steering keeps sending it the
+  // flows that hash to it, new ones too. Those go to an engine whose socket still claims the port,
+  // picked by the flow's hash so that every segment of a flow goes to the same one. Only an
+  // engine that claims nothing hands on, and only to one that claims: a segment is handed on at
+  // most once.
+  if (!engine_.ports) return false;
+  const uint32_t claimants = engine_.ports->claimants(PortProtocol::kTcp, seg.dst_port);
+  const uint32_t self = uint32_t{1} << engine_.index;
+  uint32_t others = claimants & ~self;
+  if (others == 0 || (claimants & self)) return false;
+  for (uint32_t skip = flow_hash(ip.dst, ip.src, seg.dst_port, seg.src_port) % std::popcount(others); skip > 0; --skip) {
+    others &= others - 1;  // drop the lowest
+  }
+  packet.rx_checks.ip_checksum_good = true;  // both checked here
+  packet.rx_checks.l4_checksum_good = true;
+  if (!out_.hand_over(static_cast<uint32_t>(std::countr_zero(others)), packet)) return false;
+  stats_.rx_handed_to_claimant.inc();
+  return true;
 }
 
 void TcpLayer::listen_input(Instant now, TcpListener& l, const ip::Ipv4Repr& ip, const SegmentRepr& seg) {

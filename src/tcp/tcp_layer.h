@@ -106,6 +106,9 @@ class TcpLayer final : public SegmentAllocator, private TimerClient {
   uint16_t pick_ephemeral(Ipv4Addr local, Ipv4Addr remote, uint16_t remote_port, bool for_connect);
   TcpListener* find_listener(Ipv4Addr addr, uint16_t port, Ipv4Addr from, uint16_t from_port) const;
   void listen_input(Instant now, TcpListener& l, const ip::Ipv4Repr& ip, const SegmentRepr& seg);
+  /// A segment nobody here takes, handed to another engine whose socket claims its port; true
+  /// when handed on.
+  bool hand_to_claimant(const ip::Ipv4Repr& ip, const SegmentRepr& seg, Packet& packet);
   void send_reset_for(Instant now, const ip::Ipv4Repr& ip, const SegmentRepr& seg);
   void send_bare(Instant now, const ip::Route& route, const SegmentRepr& header);
   void unhash(TcpConnection& c);

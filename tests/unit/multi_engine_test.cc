@@ -408,6 +408,80 @@ TEST(MultiEngine, WhenOneReusePortListenerClosesTheOtherTakesItsShare) {
   EXPECT_EQ(sim.engine(1).stats().tcp.tx_resets, 0u);
 }
 
+// The same, but the engine whose listener closes still has a connection it accepted: its port
+// stays in use there, so steering keeps sending it the flows that hash to it. It hands the new
+// ones to the engine whose listener is left (TcpLayer::hand_to_claimant) instead of resetting
+// them, and keeps serving its old connection.
+TEST(MultiEngine, AClosedReusePortListenerWithConnectionsLeftHandsNewFlowsOn) {
+  constexpr size_t kOpens = 100;
+  MultiEngineSim sim(2, Spread::kRss, 37);
+  Rng rng(5);
+  const auto options = tcp::SocketOptions::defaults(sim.peer().config().tcp);
+  std::vector<tcp::PortBinding> bindings(2);
+  std::vector<std::unique_ptr<tcp::TcpListener>> listeners;
+  for (uint32_t i = 0; i < 2; ++i) {
+    bindings[i].reuse_port = true;
+    ASSERT_EQ(sim.engine(i).tcp().bind(bindings[i], Ipv4Addr::any(), kPortOnA), 0);
+    listeners.push_back(std::make_unique<tcp::TcpListener>(bindings[i], 512, options));
+    ASSERT_EQ(sim.engine(i).tcp().listen(*listeners.back()), 0);
+  }
+  auto hashes_to_engine0 = [](const tcp::FourTuple& t) {
+    return EngineShare({0, 2}).owns_flow(t.local_addr, t.remote_addr, t.local_port, t.remote_port);
+  };
+  // A connection engine 0 accepts, kept open.
+  std::shared_ptr<TcpConnection> old_client;
+  for (int attempt = 0; attempt < 64 && !old_client; ++attempt) {
+    auto c = sim.peer().tcp().connect(sim.now(), nullptr, kAddrA, kPortOnA, options);
+    ASSERT_TRUE(c) << "errno " << c.error();
+    if (hashes_to_engine0((*c)->tuple())) old_client = *c;
+    else (*c)->abort(sim.now(), 0);
+  }
+  ASSERT_TRUE(old_client) << "no flow hashed to engine 0";
+  std::shared_ptr<TcpConnection> old_server;
+  ASSERT_TRUE(sim.run([&](Instant) { if (!old_server) old_server = listeners[0]->accept(); },
+                      [&] { return old_server && old_client->state() == State::kEstablished; }));
+  sim.engine(0).tcp().unlisten(sim.now(), *listeners[0]);
+  sim.engine(0).tcp().unbind(bindings[0]);
+
+  std::vector<EchoEnd> clients, servers;
+  size_t hashed_to_closed = 0;
+  for (size_t k = 0; k < kOpens; ++k) {
+    auto c = sim.peer().tcp().connect(sim.now(), nullptr, kAddrA, kPortOnA, options);
+    ASSERT_TRUE(c) << "errno " << c.error();
+    if (hashes_to_engine0((*c)->tuple())) ++hashed_to_closed;
+    clients.push_back(EchoEnd{*c, false, random_bytes(rng, 1 + rng.below(4096))});
+  }
+  ASSERT_GT(hashed_to_closed, 0u);
+  const bool finished = sim.run(
+      [&](Instant now) {
+        while (auto c = listeners[1]->accept()) servers.push_back(EchoEnd{std::move(c), true, {}});
+        for (auto& c : clients) c.pump(now);
+        for (auto& s : servers) s.pump(now);
+      },
+      [&] { return servers.size() == clients.size() && all_done(clients); });
+  ASSERT_TRUE(finished) << "accepted " << servers.size() << " of " << clients.size();
+  for (const EchoEnd& c : clients) {
+    EXPECT_EQ(c.error, 0);
+    EXPECT_FALSE(c.mismatch);
+  }
+  EXPECT_EQ(sim.engine(0).stats().tcp.tx_resets, 0u);
+  EXPECT_EQ(sim.engine(1).stats().tcp.tx_resets, 0u);
+  EXPECT_GE(sim.engine(0).stats().tcp.rx_handed_to_claimant, hashed_to_closed) << "at least each SYN";
+  // Engine 0's old connection still works.
+  const std::string_view text = "still here";
+  auto sent = old_client->send(sim.now(), std::span(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+  ASSERT_TRUE(sent);
+  std::string got;
+  ASSERT_TRUE(sim.run(
+      [&](Instant now) {
+        std::array<uint8_t, 64> buf;
+        auto n = old_server->receive(now, buf, false);
+        if (n && *n > 0) got.append(reinterpret_cast<const char*>(buf.data()), *n);
+      },
+      [&] { return got.size() == text.size(); }));
+  EXPECT_EQ(got, text);
+}
+
 TEST(MultiEngine, BoundUdpSocketReceivesFromEverySourcePort) {
   for (Spread spread : {Spread::kRss, Spread::kOtherHash}) {
     SCOPED_TRACE(spread_name(spread));
