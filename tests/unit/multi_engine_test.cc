@@ -366,6 +366,27 @@ INSTANTIATE_TEST_SUITE_P(EnginesAndSpreads, OneListener,
                            return std::to_string(std::get<0>(info.param)) + "Engines_" + spread;
                          });
 
+/// SO_REUSEPORT listeners on kPortOnA, one on each engine of a simulation.
+struct ReusePortListeners {
+  std::vector<tcp::PortBinding> bindings;
+  std::vector<std::unique_ptr<tcp::TcpListener>> listeners;
+
+  void open(MultiEngineSim& sim, const tcp::SocketOptions& options) {
+    bindings.resize(sim.engine_count());
+    for (uint32_t i = 0; i < sim.engine_count(); ++i) {
+      bindings[i].reuse_port = true;
+      ASSERT_EQ(sim.engine(i).tcp().bind(bindings[i], Ipv4Addr::any(), kPortOnA), 0);
+      listeners.push_back(std::make_unique<tcp::TcpListener>(bindings[i], 512, options));
+      ASSERT_EQ(sim.engine(i).tcp().listen(*listeners.back()), 0);
+    }
+  }
+  /// Engine `i`'s listener closes and lets go of the port.
+  void close(MultiEngineSim& sim, uint32_t i) {
+    sim.engine(i).tcp().unlisten(sim.now(), *listeners[i]);
+    sim.engine(i).tcp().unbind(bindings[i]);
+  }
+};
+
 // SO_REUSEPORT listeners on both engines; one closes. Connection requests whose flows hash to
 // its engine go to the listener left, not to an engine that would reset them.
 TEST(MultiEngine, WhenOneReusePortListenerClosesTheOtherTakesItsShare) {
@@ -373,16 +394,11 @@ TEST(MultiEngine, WhenOneReusePortListenerClosesTheOtherTakesItsShare) {
   MultiEngineSim sim(2, Spread::kRss, 29);
   Rng rng(3);
   const auto options = tcp::SocketOptions::defaults(sim.peer().config().tcp);
-  std::vector<tcp::PortBinding> bindings(2);
-  std::vector<std::unique_ptr<tcp::TcpListener>> listeners;
-  for (uint32_t i = 0; i < 2; ++i) {
-    bindings[i].reuse_port = true;
-    ASSERT_EQ(sim.engine(i).tcp().bind(bindings[i], Ipv4Addr::any(), kPortOnA), 0);
-    listeners.push_back(std::make_unique<tcp::TcpListener>(bindings[i], 512, options));
-    ASSERT_EQ(sim.engine(i).tcp().listen(*listeners.back()), 0);
-  }
-  sim.engine(0).tcp().unlisten(sim.now(), *listeners[0]);
-  sim.engine(0).tcp().unbind(bindings[0]);
+  ReusePortListeners reuse;
+  reuse.open(sim, options);
+  ASSERT_FALSE(::testing::Test::HasFatalFailure());
+  auto& listeners = reuse.listeners;
+  reuse.close(sim, 0);
   std::vector<EchoEnd> clients, servers;
   size_t hashed_to_closed = 0;
   for (size_t k = 0; k < kOpens; ++k) {
@@ -417,14 +433,10 @@ TEST(MultiEngine, AClosedReusePortListenerWithConnectionsLeftHandsNewFlowsOn) {
   MultiEngineSim sim(2, Spread::kRss, 37);
   Rng rng(5);
   const auto options = tcp::SocketOptions::defaults(sim.peer().config().tcp);
-  std::vector<tcp::PortBinding> bindings(2);
-  std::vector<std::unique_ptr<tcp::TcpListener>> listeners;
-  for (uint32_t i = 0; i < 2; ++i) {
-    bindings[i].reuse_port = true;
-    ASSERT_EQ(sim.engine(i).tcp().bind(bindings[i], Ipv4Addr::any(), kPortOnA), 0);
-    listeners.push_back(std::make_unique<tcp::TcpListener>(bindings[i], 512, options));
-    ASSERT_EQ(sim.engine(i).tcp().listen(*listeners.back()), 0);
-  }
+  ReusePortListeners reuse;
+  reuse.open(sim, options);
+  ASSERT_FALSE(::testing::Test::HasFatalFailure());
+  auto& listeners = reuse.listeners;
   auto hashes_to_engine0 = [](const tcp::FourTuple& t) {
     return EngineShare({0, 2}).owns_flow(t.local_addr, t.remote_addr, t.local_port, t.remote_port);
   };
@@ -440,8 +452,7 @@ TEST(MultiEngine, AClosedReusePortListenerWithConnectionsLeftHandsNewFlowsOn) {
   std::shared_ptr<TcpConnection> old_server;
   ASSERT_TRUE(sim.run([&](Instant) { if (!old_server) old_server = listeners[0]->accept(); },
                       [&] { return old_server && old_client->state() == State::kEstablished; }));
-  sim.engine(0).tcp().unlisten(sim.now(), *listeners[0]);
-  sim.engine(0).tcp().unbind(bindings[0]);
+  reuse.close(sim, 0);
 
   std::vector<EchoEnd> clients, servers;
   size_t hashed_to_closed = 0;
