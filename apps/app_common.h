@@ -38,9 +38,10 @@ inline void add_common_options(CLI::App& cli, CommonOptions& o) {
   cli.add_flag("--stats", o.stats, "print ustack's counters to stderr at exit");
 }
 
-/// Starts the chosen backend; on failure prints why and returns false. A program whose threads
-/// make ustack calls passes `threaded` (ustack then runs its engine on a thread of its own; without
-/// it only the thread that called this may make calls).
+/// Starts the chosen backend; on failure prints why and returns false. `threaded`: ustack runs its
+/// engine on a thread of its own, which keeps it going while no thread is inside a call (a worker
+/// busy with a file). Without it the engine runs to completion inside the calls: any thread may
+/// call, and a call made while another thread is inside one is handed to that thread.
 inline bool start_backend(const CommonOptions& o, const char* program, bool threaded = false) {
   ustack::InitOptions init;
   ustack::parse_backend(o.stack, &init.backend);

@@ -34,10 +34,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   if (int status = app::parse_server_command_line(cli, argc, argv, kProgram, opt); status >= 0) return status;
 
-  if (!app::start_backend(opt.common, kProgram, /*threaded=*/true)) return 1;
+  // Run to completion: each thread drives the engine its loop is on, inside its epoll_wait.
+  if (!app::start_backend(opt.common, kProgram)) return 1;
   // One listener and one epoll loop per thread. With --port 0 the first one's port is the one the
   // others share. On ustack with several engines (USTACK_CORES), thread i's listener and epoll
-  // instance live on engine i mod N, so each engine accepts the connections that reach it.
+  // instance live on engine i mod N, so each engine accepts the connections that reach it, and
+  // with as many threads as engines each engine is driven by its own thread with no lock at all.
   std::vector<int> listeners;
   std::vector<app::ServerStats> stats(threads);  // one per thread: nothing shared
   std::vector<std::unique_ptr<app::EpollEchoLoop>> loops;

@@ -66,13 +66,15 @@ void for_each_stat(const api::CounterVisitor& visit) {
     }
     for (const auto& [layer, name, v] : sums) visit(layer, name, v);
   }
-  uint64_t open = 0, connections = 0, time_wait = 0;
+  uint64_t open = 0, connections = 0, time_wait = 0, handed = 0;
   for (auto& u : users) {
     open += static_cast<uint64_t>(u->open_descriptors());
+    handed += u->engine().handed_calls();
     connections += u->engine().tcp_connections();
     time_wait += u->engine().tcp_time_wait();
   }
   visit("api", "open_descriptors", open);
+  visit("api", "handed_calls", handed);
   visit("tcp", "connections", connections);
   visit("tcp", "time_wait", time_wait);
 }
@@ -105,7 +107,12 @@ void start_users(std::vector<std::unique_ptr<api::Engine>> engines) {
   for (uint32_t k = 0; k < count; ++k) {
     g().users.push_back(std::make_unique<api::UserBackend>(std::move(engines[k]), k, count));
   }
-  for (auto& u : g().users) u->start();
+  std::vector<api::Engine*> all;
+  for (auto& u : g().users) all.push_back(&u->engine());
+  for (auto& u : g().users) {
+    u->engine().set_siblings(all);
+    u->start();
+  }
 }
 
 }  // namespace
@@ -169,8 +176,7 @@ int init(const InitOptions& options) {
     s.last_error = config.error();
     return fail(EINVAL);
   }
-  // Several engines each poll on a thread of their own (README, "Engines on several cores").
-  if (options.threaded || config->cores > 1) config->threaded = true;
+  if (options.threaded) config->threaded = true;
   auto opened = api::open_device(*config, options.program_name);
   if (!opened) {
     s.last_error = opened.error();
@@ -248,9 +254,7 @@ int socket(int domain, int type, int protocol) {
   if (g().backend == Backend::kUstack && !g().users.empty()) {
     if (domain == AF_INET) {
       api::UserBackend* u = home_user();
-      api::UserBackend::Call call(*u);
-      if (!call.ok()) return -1;
-      int fd = u->socket(domain, type, protocol);
+      const int fd = u->run([&](size_t) { return u->socket(domain, type, protocol); });
       if (fd < 0 && errno == EPROTONOSUPPORT && (type & 0xff) == SOCK_STREAM) {
         g().last_error = "TCP (SOCK_STREAM) is not served by the ustack backend in this release";
       }
@@ -265,15 +269,24 @@ int socket(int domain, int type, int protocol) {
   return ::socket(domain, type, protocol);  // AF_UNIX and friends: the kernel's, on either backend
 }
 
-#define USTACK_DISPATCH(fd, user_call, kernel_call) \
-  do {                                              \
-    if (is_user_fd(fd)) {                           \
-      api::UserBackend* u = user_for(fd);           \
-      if (!u) return -1;                            \
-      api::UserBackend::Call call(*u);              \
-      return call.ok() ? u->user_call : -1;         \
-    }                                               \
-    return kernel_call;                             \
+// `done`: what the attempts of a call handed to another thread did so far (UserBackend::run).
+#define USTACK_DISPATCH_PARTIAL(fd, user_call, kernel_call)                         \
+  do {                                                                              \
+    if (is_user_fd(fd)) {                                                           \
+      api::UserBackend* u = user_for(fd);                                           \
+      if (!u) return -1;                                                            \
+      return u->run([&]([[maybe_unused]] size_t done) { return u->user_call; }, true); \
+    }                                                                               \
+    return kernel_call;                                                             \
+  } while (0)
+#define USTACK_DISPATCH(fd, user_call, kernel_call)                \
+  do {                                                             \
+    if (is_user_fd(fd)) {                                          \
+      api::UserBackend* u = user_for(fd);                          \
+      if (!u) return -1;                                           \
+      return u->run([&](size_t) { return u->user_call; });         \
+    }                                                              \
+    return kernel_call;                                            \
   } while (0)
 
 int bind(int fd, const sockaddr* a, socklen_t l) { USTACK_DISPATCH(fd, bind(fd, a, l), ::bind(fd, a, l)); }
@@ -283,17 +296,22 @@ int accept(int fd, sockaddr* a, socklen_t* l) { USTACK_DISPATCH(fd, accept4(fd, 
 int accept4(int fd, sockaddr* a, socklen_t* l, int flags) {
   USTACK_DISPATCH(fd, accept4(fd, a, l, flags), ::accept4(fd, a, l, flags));
 }
+namespace {
+const void* skip(const void* b, size_t done) { return static_cast<const char*>(b) + done; }
+void* skip(void* b, size_t done) { return static_cast<char*>(b) + done; }
+}  // namespace
+
 ssize_t send(int fd, const void* b, size_t n, int flags) {
-  USTACK_DISPATCH(fd, sendto(fd, b, n, flags, nullptr, 0), ::send(fd, b, n, flags));
+  USTACK_DISPATCH_PARTIAL(fd, sendto(fd, skip(b, done), n - done, flags, nullptr, 0), ::send(fd, b, n, flags));
 }
 ssize_t recv(int fd, void* b, size_t n, int flags) {
-  USTACK_DISPATCH(fd, recvfrom(fd, b, n, flags, nullptr, nullptr), ::recv(fd, b, n, flags));
+  USTACK_DISPATCH_PARTIAL(fd, recvfrom(fd, skip(b, done), n - done, flags, nullptr, nullptr), ::recv(fd, b, n, flags));
 }
 ssize_t sendto(int fd, const void* b, size_t n, int flags, const sockaddr* a, socklen_t l) {
-  USTACK_DISPATCH(fd, sendto(fd, b, n, flags, a, l), ::sendto(fd, b, n, flags, a, l));
+  USTACK_DISPATCH_PARTIAL(fd, sendto(fd, skip(b, done), n - done, flags, a, l), ::sendto(fd, b, n, flags, a, l));
 }
 ssize_t recvfrom(int fd, void* b, size_t n, int flags, sockaddr* a, socklen_t* l) {
-  USTACK_DISPATCH(fd, recvfrom(fd, b, n, flags, a, l), ::recvfrom(fd, b, n, flags, a, l));
+  USTACK_DISPATCH_PARTIAL(fd, recvfrom(fd, skip(b, done), n - done, flags, a, l), ::recvfrom(fd, b, n, flags, a, l));
 }
 namespace {
 // A kernel socket's zero-copy calls copy once, through buffers of the heap of this size.
@@ -311,8 +329,7 @@ int recv_zc(int fd, RecvBuffer* out, int max, int flags) {
   if (is_user_fd(fd)) {
     api::UserBackend* u = user_for(fd);
     if (!u) return -1;
-    api::UserBackend::Call call(*u);
-    return call.ok() ? u->recv_zc(fd, out, max, flags) : -1;
+    return u->run([&](size_t) { return u->recv_zc(fd, out, max, flags); });
   }
   // A kernel socket: one copy, into a buffer released the same way.
   if (int err = kernel_stream_check(fd)) return fail(err);
@@ -340,8 +357,7 @@ int get_send_buffer(int fd, SendBuffer* out) {
   if (is_user_fd(fd)) {
     api::UserBackend* u = user_for(fd);
     if (!u) return -1;
-    api::UserBackend::Call call(*u);
-    return call.ok() ? u->get_send_buffer(fd, out) : -1;
+    return u->run([&](size_t) { return u->get_send_buffer(fd, out); });
   }
   if (int err = kernel_stream_check(fd)) return fail(err);
   if (!out) return fail(EFAULT);
@@ -357,8 +373,8 @@ ssize_t send_zc(int fd, SendBuffer* buffers, int count, int flags) {
   if (is_user_fd(fd)) {
     api::UserBackend* u = user_for(fd);
     if (!u) return -1;
-    api::UserBackend::Call call(*u);
-    return call.ok() ? u->send_zc(fd, buffers, count, flags) : -1;
+    return u->run([&](size_t done) { return u->send_zc(fd, buffers + done, count - static_cast<int>(done), flags); },
+                  true);
   }
   if (int err = kernel_stream_check(fd)) return fail(err);
   if ((flags & ~(MSG_DONTWAIT | MSG_NOSIGNAL)) || count <= 0) return fail(EINVAL);
@@ -387,9 +403,11 @@ void release_send_buffer(SendBuffer& buffer) {
   buffer = SendBuffer{};
 }
 
-ssize_t read(int fd, void* b, size_t n) { USTACK_DISPATCH(fd, recvfrom(fd, b, n, 0, nullptr, nullptr), ::read(fd, b, n)); }
+ssize_t read(int fd, void* b, size_t n) {
+  USTACK_DISPATCH_PARTIAL(fd, recvfrom(fd, skip(b, done), n - done, 0, nullptr, nullptr), ::read(fd, b, n));
+}
 ssize_t write(int fd, const void* b, size_t n) {
-  USTACK_DISPATCH(fd, sendto(fd, b, n, 0, nullptr, 0), ::write(fd, b, n));
+  USTACK_DISPATCH_PARTIAL(fd, sendto(fd, skip(b, done), n - done, 0, nullptr, 0), ::write(fd, b, n));
 }
 int close(int fd) { USTACK_DISPATCH(fd, close(fd), ::close(fd)); }
 int shutdown(int fd, int how) { USTACK_DISPATCH(fd, shutdown(fd, how), ::shutdown(fd, how)); }
@@ -415,8 +433,7 @@ int fcntl(int fd, int cmd, ...) {
 int epoll_create1(int flags) {
   if (g().backend == Backend::kUstack && !g().users.empty()) {
     api::UserBackend* u = home_user();
-    api::UserBackend::Call call(*u);
-    return call.ok() ? u->epoll_create1(flags) : -1;
+    return u->run([&](size_t) { return u->epoll_create1(flags); });
   }
   return ::epoll_create1(flags);
 }
@@ -445,7 +462,8 @@ int dup(int fd) { USTACK_DISPATCH(fd, dup(fd, 0, false), ::dup(fd)); }
 
 ssize_t sendfile(int out_fd, int in_fd, off_t* offset, size_t count) {
   if (is_user_fd(in_fd)) return fail(EINVAL);  // Linux: in_fd must support mmap-like reads; a socket does not
-  USTACK_DISPATCH(out_fd, sendfile(out_fd, in_fd, offset, count), ::sendfile(out_fd, in_fd, offset, count));
+  // The attempts of a call handed over move the offset (or the file position) as they go.
+  USTACK_DISPATCH_PARTIAL(out_fd, sendfile(out_fd, in_fd, offset, count - done), ::sendfile(out_fd, in_fd, offset, count));
 }
 
 // ---- poll, select ----
@@ -462,10 +480,7 @@ int poll(pollfd* fds, nfds_t nfds, int timeout_ms) {
       }
       u = owner;
     }
-    if (u) {
-      api::UserBackend::Call call(*u);
-      return call.ok() ? u->poll(fds, nfds, timeout_ms) : -1;
-    }
+    if (u) return u->run([&](size_t) { return u->poll(fds, nfds, timeout_ms); });
   }
   return ::poll(fds, nfds, timeout_ms);
 }

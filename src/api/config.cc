@@ -80,8 +80,8 @@ const std::vector<KeyDef>& key_defs() {
          return "";
        }},
       {{"cores", "USTACK_CORES",
-        "engines, 1 to 32: each polls its own queue of the device on a thread of its own (more than 1 "
-        "implies threaded)"},
+        "engines, 1 to 32: each polls its own queue of the device, driven by the threads that call on "
+        "it (threaded: each by a thread of its own) (default 1)"},
        number<int>(1, static_cast<int>(PortDirectory::kMaxEngines), [](EngineConfig& c, int v) { c.cores = v; })},
       {{"seed", "USTACK_SEED", "seed of the stack's random source (default: random per run)"},
        number<uint64_t>(0, UINT64_MAX, [](EngineConfig& c, uint64_t v) { c.stack.seed = v; })},
@@ -113,7 +113,7 @@ const std::vector<KeyDef>& key_defs() {
        number<size_t>(4096, size_t{64} << 20, [](EngineConfig& c, size_t v) { c.stack.tcp.rcvbuf = v; })},
       {{"tcp_sndbuf", "USTACK_TCP_SNDBUF", "default SO_SNDBUF of TCP sockets (default 262144)"},
        number<size_t>(4096, size_t{64} << 20, [](EngineConfig& c, size_t v) { c.stack.tcp.sndbuf = v; })},
-      {{"threaded", "USTACK_THREADED", "run the engine on a thread of its own so that any thread may make calls: true or false (default false: inline, the init thread only)"},
+      {{"threaded", "USTACK_THREADED", "true: each engine runs on a thread of its own and calls take its lock; false: engines run to completion inside the calls, and a call made while another thread drives the engine is handed to it (default false)"},
        [](EngineConfig& c, std::string_view v) -> std::string {
          if (v == "true" || v == "1") {
            c.threaded = true;

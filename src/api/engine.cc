@@ -27,7 +27,7 @@ ThreadWaiter::ThreadWaiter() : eventfd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
 
 ThreadWaiter::~ThreadWaiter() { ::close(eventfd_); }
 
-void ThreadWaiter::wake(Waitable&, uint32_t) {
+void ThreadWaiter::notify() {
   if (signalled_.exchange(true, std::memory_order_acq_rel)) return;  // already pending
   const uint64_t one = 1;
   [[maybe_unused]] ssize_t n = ::write(eventfd_, &one, sizeof one);
@@ -48,12 +48,35 @@ bool ThreadWaiter::sleep(Duration max, std::span<const pollfd> kernel_fds) {
   return signal;
 }
 
+thread_local CallAttempts* CallAttempts::current_ = nullptr;
+
+void CallAttempts::forget_waits() {
+  for (Waitable* s : sources_) s->remove_waiter(&waiter_);
+  sources_.clear();
+  pins_.clear();  // may close a socket its last holder closed meanwhile: the engine is held here
+  kernel_fds_.clear();
+}
+
+void raise_sigpipe() {
+  if (CallAttempts* attempt = CallAttempts::current()) {
+    attempt->raise_sigpipe = true;
+  } else {
+    ::raise(SIGPIPE);
+  }
+}
+
 Engine::Engine(const EngineConfig& config, std::unique_ptr<dev::Device> device, std::shared_ptr<void> keepalive)
     : config_(config),
       keepalive_(std::move(keepalive)),
       device_(std::move(device)),
       stack_(std::make_unique<Stack>(config.stack, *device_)),
       epoch_(std::chrono::steady_clock::now()) {
+  bell_ = device_->doorbell();
+  if (!bell_) {
+    own_bell_ = std::make_unique<dev::Doorbell>();
+    device_->set_doorbell(own_bell_->fd());
+    bell_ = own_bell_.get();
+  }
   stack_->start(now());
 }
 
@@ -73,7 +96,65 @@ Instant Engine::now() const {
 bool Engine::nap(Instant t, Instant deadline, Duration idle_for) {
   const Duration longest = nap_limit(idle_for, config_.idle_sleep_max, device_->wakes_on_rx());
   const Instant until = std::min({deadline, t + longest, stack_->next_wakeup()});
-  return until > t && device_->wait_rx(until - t);
+  if (until <= t) return false;
+  // A call handed over from now on rings the doorbell, which the device's wait answers to.
+  bell_->arm();
+  if (!handed_.empty()) {
+    bell_->disarm();
+    return false;
+  }
+  const bool signal = device_->wait_rx(until - t);
+  bell_->disarm();
+  return signal;
+}
+
+void Engine::hand_over(HandedCall& call) {
+  HandedCall* queued = &call;
+  while (!handed_.push(queued)) {  // full: run them here if the engine is let go, else wait for room
+    if (try_drive()) {
+      let_go();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+  bell_->ring();
+  // Spin a little (the driver usually runs it within a turn), then sleep until it says it is done.
+  constexpr int kSpins = 2000;
+  ThreadWaiter& waiter = call.caller();
+  for (int spins = 0; !call.done(); ++spins) {
+    if (try_drive()) {  // the driver let go before running it: run the ring here
+      let_go();
+      continue;
+    }
+    if (spins < kSpins) {
+      if (spins % 64 == 63) std::this_thread::yield();
+      continue;
+    }
+    waiter.awaiting_call.store(true, std::memory_order_seq_cst);
+    if (!call.done()) waiter.sleep(std::chrono::microseconds(200), {});
+    waiter.awaiting_call.store(false, std::memory_order_relaxed);
+  }
+}
+
+size_t Engine::run_handed_calls() {
+  size_t n = 0;
+  HandedCall* call = nullptr;
+  while (handed_.pop(call)) {
+    call->run_and_complete();
+    ++n;
+  }
+  if (n > 0) handed_calls_.fetch_add(n, std::memory_order_relaxed);
+  return n;
+}
+
+size_t Engine::help_siblings() {
+  size_t n = 0;
+  for (Engine* other : siblings_) {
+    if (other == this || !other->try_drive()) continue;
+    n += other->poll_once();
+    other->let_go();
+  }
+  return n;
 }
 
 void Engine::start_thread() {

@@ -79,27 +79,6 @@ int UserBackend::install(std::shared_ptr<OpenFile> f, bool cloexec, int min_fd) 
   return fd_of(files_.size() - 1);
 }
 
-UserBackend::Call::Call(UserBackend& b) : backend_(b) {
-  if (b.engine_->threaded()) {
-    b.engine_->lock();
-  } else if (b.inline_busy_.exchange(true, std::memory_order_acquire)) {
-    ok_ = false;  // another thread is inside a call (maybe blocked in it, driving the engine)
-    errno = EPERM;
-    return;
-  }
-  b.calls_.fetch_add(1, std::memory_order_relaxed);
-}
-
-UserBackend::Call::~Call() {
-  if (!ok_) return;
-  backend_.calls_.fetch_sub(1, std::memory_order_relaxed);
-  if (backend_.engine_->threaded()) {
-    backend_.engine_->unlock();
-  } else {
-    backend_.inline_busy_.store(false, std::memory_order_release);
-  }
-}
-
 void UserBackend::start() { engine_->start_thread(); }
 
 int UserBackend::stop() {
@@ -198,7 +177,7 @@ ssize_t UserBackend::sendto(int fd, const void* buf, size_t len, int flags, cons
   stack.flush();
   if (!sent) {
     // Linux raises SIGPIPE on EPIPE unless MSG_NOSIGNAL; for UDP after shutdown(SHUT_WR) too.
-    if (sent.error() == EPIPE && !(flags & MSG_NOSIGNAL)) ::raise(SIGPIPE);
+    if (sent.error() == EPIPE && !(flags & MSG_NOSIGNAL)) raise_sigpipe();
     return fail(sent.error());
   }
   return static_cast<ssize_t>(*sent);
@@ -508,6 +487,11 @@ int UserBackend::poll(pollfd* fds, nfds_t nfds, int timeout_ms) {
   if (n > 0 || timeout_ms == 0) return n;
   const auto result = engine_->wait(sources, [&] { return (n = scan()) > 0; },
                                     deadline_after(engine_->now(), timeout_ms), kernel);
+  if (CallAttempts* attempt = CallAttempts::current(); attempt && attempt->would_block) {
+    for (auto& h : held) {
+      if (h) attempt->pin(std::move(h));  // what it waits on, until the next attempt
+    }
+  }
   if (result == Engine::RunResult::kInterrupted) return fail(EINTR);
   return n;
 }

@@ -4,6 +4,7 @@
 // returns and sets errno the way Linux would.
 
 #include <poll.h>
+#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -107,22 +108,16 @@ class UserBackend {
   /// Open ustack descriptors (readable from any thread: a gauge).
   int open_descriptors() const { return open_count_.load(std::memory_order_relaxed); }
 
-  /// Held by every call while it runs. Threaded mode: the engine lock. Inline mode: no lock; a
-  /// call made while another thread is inside one (say blocked in epoll_wait, driving the engine)
-  /// is refused (ok() false, errno EPERM) instead of racing it. Calls that do not overlap may
-  /// come from any thread (the packetdrill adapter serialises its two threads itself).
-  class Call {
-   public:
-    explicit Call(UserBackend& b);
-    ~Call();
-    Call(const Call&) = delete;
-    Call& operator=(const Call&) = delete;
-    bool ok() const { return ok_; }
-
-   private:
-    UserBackend& backend_;
-    bool ok_ = true;
-  };
+  /// Runs `body(done)`, one call on this backend's engine, as the calling thread may. Threaded
+  /// mode: under the engine lock. Run to completion: driving the engine when no other thread
+  /// does; else handed over to the thread that does (Engine::hand_over), as attempts that never
+  /// wait, between which this thread sleeps until what the call waits for may have changed
+  /// (CallAttempts). `partial` calls (send, recv) return what they did when an attempt stops
+  /// where it would wait: `done` is the sum so far, from which the next attempt goes on, and the
+  /// call returns the total. A call from a signal handler that interrupted a call on the same
+  /// engine is refused (EPERM): its own thread drives the engine.
+  template <typename Body>
+  auto run(Body&& body, bool partial = false) -> decltype(body(size_t{0}));
   /// Threaded mode: starts the engine thread.
   void start();
   /// Stops the engine thread (threaded mode). Returns the calls still in progress in other
@@ -193,8 +188,15 @@ class UserBackend {
   Engine::RunResult wait(OpenFile& f, Ready&& ready, Instant deadline) {
     const std::shared_ptr<OpenFile> hold = f.shared_from_this();
     Waitable* source = &f.waitable();
-    return engine_->wait({&source, 1}, ready, deadline);
+    const auto result = engine_->wait({&source, 1}, ready, deadline);
+    CallAttempts* attempt = CallAttempts::current();
+    if (attempt && attempt->would_block) attempt->pin(hold);  // what it waits on, until the next attempt
+    return result;
   }
+  template <typename Body>
+  auto run_handed_over(Body& body, bool partial) -> decltype(body(size_t{0}));
+  /// The longest sleep between two attempts: a bound on a wake that never comes.
+  static constexpr Duration kLongestSleepBetweenAttempts = std::chrono::milliseconds(10);
 
   struct Descriptor {
     std::shared_ptr<OpenFile> file;
@@ -207,7 +209,80 @@ class UserBackend {
   std::set<int> free_;             // POSIX: the lowest free descriptor is used
   std::atomic<int> open_count_{0};
   std::atomic<int> calls_{0};      // calls in progress
-  std::atomic<bool> inline_busy_{false};  // inline mode: a call is in progress
 };
+
+template <typename Body>
+auto UserBackend::run(Body&& body, bool partial) -> decltype(body(size_t{0})) {
+  using Result = decltype(body(size_t{0}));
+  struct InProgress {
+    std::atomic<int>& calls;
+    explicit InProgress(std::atomic<int>& c) : calls(c) { calls.fetch_add(1, std::memory_order_relaxed); }
+    ~InProgress() { calls.fetch_sub(1, std::memory_order_relaxed); }
+  } in_progress{calls_};
+  Engine& e = *engine_;
+  if (e.threaded()) {
+    e.lock();
+    const Result r = body(0);
+    const int err = errno;
+    e.unlock();
+    errno = err;
+    return r;
+  }
+  if (e.try_drive()) {
+    const Result r = body(0);
+    const int err = errno;
+    e.let_go();
+    errno = err;
+    return r;
+  }
+  if (e.driven_here()) {
+    errno = EPERM;
+    return -1;
+  }
+  return run_handed_over(body, partial);
+}
+
+template <typename Body>
+auto UserBackend::run_handed_over(Body& body, bool partial) -> decltype(body(size_t{0})) {
+  using Result = decltype(body(size_t{0}));
+  Engine& e = *engine_;
+  ThreadWaiter& waiter = ThreadWaiter::current();
+  CallAttempts attempts(waiter);
+  size_t done = 0;
+  Result r{};
+  int err = 0;
+  for (;;) {
+    if (e.try_drive()) {  // nobody drives it now: finish the call here, waiting as a driver does
+      attempts.forget_waits();
+      r = body(done);
+      err = errno;
+      e.let_go();
+      break;
+    }
+    struct Attempt final : HandedCall {
+      Attempt(ThreadWaiter& w, CallAttempts& a, Body& b, size_t d, Result& r, int& e)
+          : HandedCall(w), attempts(a), body(b), done(d), result(r), err(e) {}
+      void run() override {
+        const CallAttempts::Scope scope(attempts);
+        result = body(done);
+        err = errno;
+      }
+      CallAttempts& attempts;
+      Body& body;
+      size_t done;
+      Result& result;
+      int& err;
+    } attempt(waiter, attempts, body, done, r, err);
+    e.hand_over(attempt);
+    if (!attempts.would_block) break;
+    if (partial && r > 0) done += static_cast<size_t>(r);
+    const Duration left = std::min(*attempts.deadline - e.now(), kLongestSleepBetweenAttempts);
+    if (left > Duration::zero() && waiter.sleep(left, attempts.kernel_fds())) attempts.interrupted = true;
+  }
+  if (partial && done > 0) return static_cast<Result>(r >= 0 ? done + static_cast<size_t>(r) : done);
+  if (attempts.raise_sigpipe) ::raise(SIGPIPE);
+  errno = err;
+  return r;
+}
 
 }  // namespace ustack::api

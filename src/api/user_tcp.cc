@@ -190,7 +190,7 @@ ssize_t UserBackend::tcp_send_loop(TcpFile& f, size_t len, int flags, Push&& pus
   Stack& stack = engine_->stack();
   auto epipe = [&](int err) -> ssize_t {
     // Linux raises SIGPIPE for EPIPE unless MSG_NOSIGNAL (sk_stream_error).
-    if (err == EPIPE && !(flags & MSG_NOSIGNAL)) ::raise(SIGPIPE);
+    if (err == EPIPE && !(flags & MSG_NOSIGNAL)) raise_sigpipe();
     return fail(err);
   };
   if (!f.conn) return epipe(EPIPE);  // never connected (sk_stream_wait_connect)

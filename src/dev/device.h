@@ -13,6 +13,8 @@
 
 namespace ustack::dev {
 
+class Doorbell;
+
 /// What the device offers, read once at start.
 struct DeviceCaps {
   MacAddr mac;
@@ -72,6 +74,9 @@ class Device {
   /// when they hand this one a frame (dev/steering.h). Devices that wait in an epoll set of
   /// their own add it there.
   virtual void set_doorbell(int fd) { doorbell_ = fd; }
+  /// The doorbell this device's waits already answer to (a steered queue's), or null: then the
+  /// engine makes one and hands its eventfd to set_doorbell().
+  virtual Doorbell* doorbell() { return nullptr; }
   /// Called on the thread that is about to poll this device for good (an engine's own thread),
   /// and on it again when it stops: a DPDK port registers it as an lcore, so that its mbuf pool
   /// keeps a cache for it (a thread DPDK does not know takes every buffer from the shared ring).

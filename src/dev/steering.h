@@ -29,33 +29,9 @@
 #include "base/port_directory.h"
 #include "base/spsc_ring.h"
 #include "dev/device.h"
+#include "dev/doorbell.h"
 
 namespace ustack::dev {
-
-/// Wakes an engine napping in wait_rx() when another engine hands it a frame: an eventfd its
-/// device also waits on, written only while the engine has said it naps (no write per frame).
-class Doorbell {
- public:
-  Doorbell();
-  ~Doorbell();
-  Doorbell(const Doorbell&) = delete;
-  Doorbell& operator=(const Doorbell&) = delete;
-  /// -1 when no eventfd could be made: the engine then finds forwarded frames at the end of naps.
-  int fd() const { return fd_; }
-  /// The engine is about to nap: a ring() from now on wakes it. It checks its rings after this.
-  void arm() {
-    armed_.store(true, std::memory_order_seq_cst);
-    std::atomic_thread_fence(std::memory_order_seq_cst);  // the store before the rings' loads
-  }
-  /// The nap is over: drains the eventfd.
-  void disarm();
-  /// A frame was queued for the engine (after the push): wakes it if it naps.
-  void ring();
-
- private:
-  int fd_;
-  std::atomic<bool> armed_{false};
-};
 
 /// The rings between N engines: one per ordered pair, so each has one producer and one consumer.
 class SteeringGroup {
@@ -105,6 +81,7 @@ class SteeredDevice final : public Device {
   bool hand_over_local(Packet& ip_packet) override;
   bool hand_over_to(uint32_t engine, Packet& ip_packet) override;
   size_t local_burst(std::span<Packet> out) override;
+  Doorbell* doorbell() override { return &group_.doorbell(index_); }
   void engine_thread_started() override { queue_.engine_thread_started(); }
   void engine_thread_stopping() override { queue_.engine_thread_stopping(); }
   bool buffers_scarce() const override { return queue_.buffers_scarce(); }

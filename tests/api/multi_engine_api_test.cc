@@ -47,6 +47,8 @@ sockaddr_in server_addr(uint16_t port) {
   return a;
 }
 
+bool g_threaded = false;  // --threaded: an engine thread each
+
 int engine_of(int fd) { return (fd - kUserFdBase) % ustack::engines(); }
 
 uint64_t counter(const std::string& name) {
@@ -333,6 +335,63 @@ TEST(MultiEngineApi, LoopbackConnectionsReachAListenerOnAnotherEngine) {
   EXPECT_EQ(echoed, kConnections);
 }
 
+int connect_to_server(uint16_t port) {
+  const int fd = ustack::socket(AF_INET, SOCK_STREAM, 0);
+  const timeval tv{10, 0};
+  ustack::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ustack::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  sockaddr_in a = server_addr(port);
+  if (ustack::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ustack::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// A thread's calls on the sockets of an engine that another thread drives (blocked in a recv
+// there) are handed to that thread through the engine's ring, the blocking ones as attempts
+// between which the caller sleeps; every byte gets through. Threaded, they take its lock instead.
+TEST(MultiEngineApi, CallsOnAnotherEnginesSocketsAreHandedToTheThreadDrivingIt) {
+  EchoServer server(1, 7500, /*reuse_port=*/false);
+  ASSERT_FALSE(server.failed());
+  ASSERT_EQ(ustack::set_thread_engine(kPeerEngine), 0);
+  const int blocked_on = connect_to_server(7500);
+  const int used = connect_to_server(7500);
+  ASSERT_GE(blocked_on, 0) << std::strerror(errno);
+  ASSERT_GE(used, 0) << std::strerror(errno);
+  std::atomic<bool> inside{false};
+  std::string driver_got;
+  std::thread driver([&] {
+    ustack::set_thread_engine(kPeerEngine);
+    inside = true;
+    char buf[8];
+    const ssize_t n = ustack::recv(blocked_on, buf, sizeof buf, 0);
+    driver_got.assign(buf, static_cast<size_t>(std::max<ssize_t>(n, 0)));
+  });
+  while (!inside) std::this_thread::yield();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_EQ(ustack::set_thread_engine(0), 0);  // this thread's own engine is another one now
+  const uint64_t handed_before = counter("api.handed_calls");
+  Rng rng(99);
+  int echoed = 0;
+  constexpr int kRounds = 20;
+  for (int k = 0; k < kRounds; ++k) {
+    std::string data(1 + rng.below(16384), '\0');
+    for (char& c : data) c = static_cast<char>(rng.next());
+    if (ustack::send(used, data.data(), data.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(data.size())) break;
+    std::string back(data.size(), '\0');
+    const ssize_t got = ustack::recv(used, back.data(), back.size(), MSG_WAITALL);
+    if (got == static_cast<ssize_t>(data.size()) && back == data) ++echoed;
+  }
+  EXPECT_EQ(echoed, kRounds);
+  ASSERT_EQ(ustack::send(blocked_on, "x", 1, MSG_NOSIGNAL), 1);
+  driver.join();
+  EXPECT_EQ(driver_got, "x");
+  if (!g_threaded) EXPECT_GE(counter("api.handed_calls") - handed_before, uint64_t{2 * kRounds + 1});
+  ustack::close(used);
+  ustack::close(blocked_on);
+}
+
 TEST(MultiEngineApi, NewThreadsAreSpreadOverTheEngines) {
   std::vector<int> engines_seen(static_cast<size_t>(ustack::engines()));
   for (int t = 0; t < 6; ++t) {
@@ -347,12 +406,15 @@ TEST(MultiEngineApi, NewThreadsAreSpreadOverTheEngines) {
 int main(int argc, char** argv) {
   testing::InitGoogleTest(&argc, argv);
   using namespace ustack;
+  // Run to completion (the default), or --threaded: an engine thread each, calls under its lock.
+  const bool threaded = argc > 1 && std::string(argv[1]) == "--threaded";
+  apitest::g_threaded = threaded;
   api::EngineConfig config;
   config.stack.seed = 42;
   config.stack.address = Ipv4Cidr{apitest::kServerAddr, 24};
   config.idle_spin = 50us;
   config.idle_sleep_max = 200us;
-  config.threaded = true;
+  config.threaded = threaded;
   apitest::RingWire wire(apitest::kServerEngines, dev::MemoryQueues::Spread::kOtherHash, 1, 2);
   auto engines = api::make_engines(config, wire.take_queues(), nullptr);
   api::EngineConfig peer = config;

@@ -1,7 +1,7 @@
 // Cases that need several application threads: blocking calls in one thread woken by another,
-// thread-per-connection servers, concurrent senders on one socket. The kernel runs them always;
-// ustack only in threaded mode (`api_tests --backend=ustack --threaded`): its inline engine may be
-// called from the thread that started it alone, so there they are skipped.
+// thread-per-connection servers, concurrent senders on one socket. They run on the kernel and on
+// ustack both ways: run to completion (where a call made while another thread drives the engine
+// is handed to that thread) and threaded (`--threaded`: an engine thread, calls under its lock).
 //
 // Every blocking call is bounded (SO_RCVTIMEO/SO_SNDTIMEO, kWaitMs) so that a backend that never
 // wakes a thread fails the case instead of hanging the suite. Threads report through EXPECT_*
@@ -33,7 +33,6 @@ using namespace std::chrono_literals;
 class ThreadedApi : public testing::Test {
  protected:
   void SetUp() override {
-    if (g_backend == Backend::kUstack && !g_threaded) GTEST_SKIP() << "needs threads: run with --threaded";
   }
 };
 
@@ -478,34 +477,88 @@ TEST_F(ThreadedApi, ManyThreadsDoRequestResponseAgainstAnEpollServer) {
 }
 
 }  // namespace
-// ustack's inline mode has no lock: a call made while another thread is inside one (here blocked
-// in accept, driving the engine) is refused with EPERM rather than left to race the engine.
-// Nothing like it on the kernel.
-TEST(InlineModeApi, ACallWhileAnotherThreadIsInsideOneIsRefused) {
-  if (g_backend != Backend::kUstack || g_threaded) GTEST_SKIP() << "ustack inline mode only";
+// Run to completion (ustack without --threaded): the thread inside a call drives the engine, and
+// a call another thread makes meanwhile is handed to it through the engine's ring (api/engine.h).
+// Nothing like it on the kernel, and in threaded mode every call takes the engine's lock instead.
+class HandedCallsApi : public testing::Test {
+ protected:
+  void SetUp() override {
+    if (g_backend != Backend::kUstack || g_threaded) GTEST_SKIP() << "ustack, run to completion, only";
+  }
+  static uint64_t handed_calls() {
+    const std::string text = ustack::stats_text();
+    const std::string name = "\napi.handed_calls ";
+    const size_t at = text.find(name);
+    return at == std::string::npos ? 0 : std::stoull(text.substr(at + name.size()));
+  }
+};
+
+// The calls of a thread that connects while another is blocked in accept run on the blocked
+// thread, which goes on waiting for its connection: neither call fails or waits for the other.
+TEST_F(HandedCallsApi, ACallWhileAnotherThreadDrivesTheEngineRunsOnThatThread) {
   Tcp listener;
-  ASSERT_GE(listener.fd(), 0);
-  listen_loopback(listener);
-  const timeval accept_wait{0, 300'000};
-  ASSERT_EQ(ustack::setsockopt(listener.fd(), SOL_SOCKET, SO_RCVTIMEO, &accept_wait, sizeof accept_wait), 0);
+  const uint16_t port = listen_loopback(listener);
   std::atomic<bool> inside{false};
+  int accepted = -1;
   std::thread blocked([&] {
     inside = true;
-    EXPECT_EQ(ustack::accept(listener.fd(), nullptr, nullptr), -1);  // times out: nobody connects
-    EXPECT_EQ(errno, EAGAIN);
+    accepted = ustack::accept(listener.fd(), nullptr, nullptr);  // bounded by kWaitMs
   });
   while (!inside) std::this_thread::yield();
-  std::this_thread::sleep_for(100ms);  // well inside the 300 ms accept
-  const int fd = ustack::socket(AF_INET, SOCK_STREAM, 0);
-  const int err = errno;
+  std::this_thread::sleep_for(100ms);  // inside accept, driving the engine
+  const uint64_t before = handed_calls();
+  const auto start = std::chrono::steady_clock::now();
+  Tcp client = connect_loopback(port);  // socket, setsockopt and a blocking connect, handed over
   blocked.join();
-  EXPECT_EQ(fd, -1);
-  EXPECT_EQ(err, EPERM);
-  // Once no call is in progress, any thread may call again.
-  int later = -1;
-  std::thread([&] { later = ustack::socket(AF_INET, SOCK_STREAM, 0); }).join();
-  EXPECT_GE(later, 0);
-  ustack::close(later);
+  EXPECT_LT(ms_since(start), kWaitMs / 2) << "the connect waited for the accept to end";
+  ASSERT_TRUE(client.valid());
+  ASSERT_GE(accepted, 0) << std::strerror(errno);
+  Tcp server = Tcp::adopt(accepted);
+  EXPECT_GE(handed_calls() - before, 3u);
+  EXPECT_EQ(transfer(client.fd(), server.fd(), "after"), "after");
+}
+
+// A blocking call handed over runs as attempts: between them its thread sleeps until the socket
+// says it changed, so it uses little CPU, and what each attempt did adds up (MSG_WAITALL here).
+TEST_F(HandedCallsApi, AHandedOverBlockingRecvSleepsAndAddsUpWhatItsAttemptsGot) {
+  Connection driven = connected_pair();  // a thread blocks in its recv, driving the engine
+  Connection waited = connected_pair();  // the recv handed over waits on this one
+  std::atomic<bool> inside{false};
+  std::string driver_got;
+  std::thread driver([&] {
+    inside = true;
+    char buf[8];
+    const ssize_t n = ustack::recv(driven.server.fd(), buf, sizeof buf, 0);  // bounded by kWaitMs
+    driver_got.assign(buf, static_cast<size_t>(std::max<ssize_t>(n, 0)));
+  });
+  while (!inside) std::this_thread::yield();
+  std::this_thread::sleep_for(50ms);
+  const uint64_t before = handed_calls();
+  ssize_t got = -2;
+  char buf[5] = {};
+  std::chrono::nanoseconds cpu{};
+  int64_t wall_ms = 0;
+  std::thread waiter([&] {
+    const auto cpu0 = thread_cpu_time();
+    const auto start = std::chrono::steady_clock::now();
+    got = ustack::recv(waited.server.fd(), buf, sizeof buf, MSG_WAITALL);
+    wall_ms = ms_since(start);
+    cpu = thread_cpu_time() - cpu0;
+  });
+  std::this_thread::sleep_for(150ms);
+  EXPECT_EQ(send_str(waited.client.fd(), "hel"), 3);
+  std::this_thread::sleep_for(150ms);
+  EXPECT_EQ(send_str(waited.client.fd(), "lo"), 2);
+  waiter.join();
+  EXPECT_EQ(got, 5) << std::strerror(errno);
+  EXPECT_EQ(std::string(buf, sizeof buf), "hello");
+  EXPECT_GE(wall_ms, 290);
+  EXPECT_LT(cpu, 50ms) << "the waiting thread used "
+                       << std::chrono::duration_cast<std::chrono::milliseconds>(cpu).count() << " ms of CPU";
+  EXPECT_EQ(send_str(driven.client.fd(), "x"), 1);
+  driver.join();
+  EXPECT_EQ(driver_got, "x");
+  EXPECT_GE(handed_calls() - before, 4u);  // at least: the recv's three attempts, a send
 }
 
 }  // namespace ustack::apitest

@@ -22,6 +22,7 @@
 #include "base/flow_hash.h"
 #include "base/port_directory.h"
 #include "base/rng.h"
+#include "base/mpsc_ring.h"
 #include "base/spsc_ring.h"
 #include "dev/memory_wire.h"
 #include "dev/steering.h"
@@ -727,6 +728,48 @@ TEST(SpscRing, HandsItemsFromOneThreadToAnotherInOrder) {
   EXPECT_FALSE(ring.pop(item));
   for (uint64_t i = 0; i < ring.capacity(); ++i) ASSERT_TRUE(ring.push(i));
   EXPECT_FALSE(ring.push(item));  // full: refused, the item stays with the caller
+}
+
+TEST(MpscRing, HandsEveryItemOfSeveralThreadsToOneInEachThreadsOrder) {
+  MpscRing<uint64_t> ring(64);  // small: producers often find it full, and race for slots
+  constexpr uint64_t kProducers = 3, kItemsEach = 300'000;
+  std::vector<std::thread> producers;
+  for (uint64_t p = 0; p < kProducers; ++p) {
+    producers.emplace_back([&ring, p] {
+      for (uint64_t i = 1; i <= kItemsEach; ++i) {
+        uint64_t item = p << 32 | i;
+        while (!ring.push(item)) std::this_thread::yield();
+      }
+    });
+  }
+  std::vector<uint64_t> last(kProducers, 0);
+  uint64_t received = 0, out_of_order = 0;
+  while (received < kProducers * kItemsEach) {
+    uint64_t item = 0;
+    if (!ring.pop(item)) {
+      std::this_thread::yield();
+      continue;
+    }
+    const uint64_t p = item >> 32, i = item & 0xffffffff;
+    ASSERT_LT(p, kProducers);
+    if (i != last[p] + 1) ++out_of_order;
+    last[p] = i;
+    ++received;
+  }
+  for (auto& t : producers) t.join();
+  EXPECT_EQ(out_of_order, 0u);
+  for (uint64_t p = 0; p < kProducers; ++p) EXPECT_EQ(last[p], kItemsEach) << "producer " << p;
+  EXPECT_TRUE(ring.empty());
+  uint64_t item = 0;
+  EXPECT_FALSE(ring.pop(item));
+  for (uint64_t i = 0; i < ring.capacity(); ++i) ASSERT_TRUE(ring.push(i));
+  item = 77;
+  EXPECT_FALSE(ring.push(item));  // full: refused, the item stays with the caller
+  EXPECT_EQ(item, 77u);
+  for (uint64_t i = 0; i < ring.capacity(); ++i) {
+    ASSERT_TRUE(ring.pop(item));
+    EXPECT_EQ(item, i);
+  }
 }
 
 }  // namespace
