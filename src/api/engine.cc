@@ -131,7 +131,7 @@ void Engine::hand_over(HandedCall& call) {
       continue;
     }
     waiter.awaiting_call.store(true, std::memory_order_seq_cst);
-    if (!call.done()) waiter.sleep(std::chrono::microseconds(200), {});
+    if (!call.finished()) waiter.sleep(std::chrono::microseconds(200), {});
     waiter.awaiting_call.store(false, std::memory_order_relaxed);
   }
 }

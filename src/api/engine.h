@@ -86,14 +86,20 @@ class HandedCall {
   explicit HandedCall(ThreadWaiter& caller) : caller_(caller) {}
   HandedCall(const HandedCall&) = delete;
   HandedCall& operator=(const HandedCall&) = delete;
-  /// The driver: runs the call, then tells its thread (after which `this` may be gone).
+  /// The driver: runs the call, then tells its thread. The caller returns (and its thread may
+  /// end) once it sees done(), so nothing here touches the caller or `this` after that store.
   void run_and_complete() {
     run();
-    ThreadWaiter& caller = caller_;
-    done_.store(true, std::memory_order_seq_cst);
-    if (caller.awaiting_call.load(std::memory_order_seq_cst)) caller.notify();
+    finished_.store(true, std::memory_order_seq_cst);
+    // Either the caller saw finished() before it slept, or this sees it waiting (both sides store
+    // before they load).
+    if (caller_.awaiting_call.load(std::memory_order_seq_cst)) caller_.notify();
+    done_.store(true, std::memory_order_release);
   }
-  bool done() const { return done_.load(std::memory_order_seq_cst); }
+  /// The call has run: sleeping would wait for nothing.
+  bool finished() const { return finished_.load(std::memory_order_seq_cst); }
+  /// The driver is done with the call and with its caller's waiter.
+  bool done() const { return done_.load(std::memory_order_acquire); }
   ThreadWaiter& caller() { return caller_; }
 
  protected:
@@ -102,6 +108,7 @@ class HandedCall {
 
  private:
   ThreadWaiter& caller_;
+  std::atomic<bool> finished_{false};
   std::atomic<bool> done_{false};
 };
 
