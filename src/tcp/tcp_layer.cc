@@ -253,6 +253,7 @@ Result<std::shared_ptr<TcpConnection>, int> TcpLayer::connect(Instant now, const
   route->src = local_addr;
   uint16_t port = user_bound ? bound->port : 0;
   if (port == 0) port = pick_ephemeral(local_addr, route->dst, remote_port, true);
+  if (port == 0 && !user_bound && reclaim_time_wait_ports()) port = pick_ephemeral(local_addr, route->dst, remote_port, true);
   if (port == 0) return unexpected(EADDRNOTAVAIL);
   const FourTuple tuple{local_addr, port, route->dst, remote_port};
   if (tuple_taken(tuple)) return unexpected(EADDRNOTAVAIL);

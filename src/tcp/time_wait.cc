@@ -4,6 +4,9 @@
 
 #include "tcp/time_wait.h"
 
+#include <algorithm>
+
+
 #include "tcp/tcp_layer.h"
 
 namespace ustack::tcp {
@@ -55,6 +58,19 @@ void TcpLayer::bound_time_wait() {
       time_wait_.oldest()->owner->closed(0);  // TIME-WAIT → CLOSED, through state_changed()
     }
   }
+}
+
+bool TcpLayer::reclaim_time_wait_ports() {
+  size_t batch = std::max<size_t>(time_waits_.size() / kTimeWaitReclaimDivisor, 1);
+  bool reclaimed = false;
+  for (; batch > 0; --batch) {
+    TimeWaitEntry* oldest = time_wait_expiry_.oldest();
+    if (!oldest) break;
+    stats_.time_wait_evicted.inc();
+    drop_time_wait(*oldest);
+    reclaimed = true;
+  }
+  return reclaimed;
 }
 
 void TcpLayer::arm_time_wait_timer() {

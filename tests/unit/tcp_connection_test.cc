@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <memory>
+#include <set>
 #include <vector>
 
 #include "tcp/receive_queue.h"
@@ -1921,6 +1922,35 @@ TEST_F(TcpTimeWait, TheOldestIsEvictedBeyondMaxTimeWait) {
   EXPECT_EQ(stack_->tcp().time_wait_connections(), 3u);
   EXPECT_FALSE(in_time_wait(40001)) << "the oldest went";
   for (uint16_t port : {40002, 40003, 40004}) EXPECT_TRUE(in_time_wait(port)) << port;
+}
+
+// A client's short connections leave TIME-WAIT entries on its ephemeral ports. A connect() that
+// finds every port it may use taken reclaims the oldest entries' ports (several engines each have
+// fewer ports than max_time_wait, so the bound alone would not free any).
+TEST_F(TcpTimeWait, AConnectThatFindsEveryPortTakenReclaimsTheOldestTimeWaitPort) {
+  StackConfig config = default_config();
+  config.tcp.ephemeral_low = 40000;
+  config.tcp.ephemeral_high = 40003;
+  start(config);
+  std::vector<uint16_t> ports;
+  for (int k = 0; k < 4; ++k) {
+    auto c = establish_active();
+    ASSERT_TRUE(c);
+    ports.push_back(our_port_);
+    c->close(now());
+    expect_sent({.flags = kFin | kAck, .seq = iss_ + 1});
+    deliver({.flags = kFin | kAck, .seq = kPeerIss + 1, .ack = iss_ + 2});
+    expect_sent({.flags = kAck, .ack = kPeerIss + 2});
+    ASSERT_TRUE(in_time_wait());
+    advance(1ms);
+  }
+  EXPECT_EQ(std::set<uint16_t>(ports.begin(), ports.end()).size(), 4u) << "every port in use";
+  EXPECT_EQ(stats().time_wait_evicted, 0u);
+  auto fifth = connect();
+  ASSERT_TRUE(fifth) << "no port reclaimed";
+  EXPECT_EQ(our_port_, ports[0]) << "the oldest entry's port";
+  EXPECT_EQ(stats().time_wait_evicted, 1u);
+  EXPECT_EQ(stack_->tcp().time_wait_connections(), 3u);
 }
 
 }  // namespace
