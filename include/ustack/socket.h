@@ -18,8 +18,8 @@ inline bool is_user_fd(int fd) { return fd >= kUserFdBase; }
 
 /// AF_INET SOCK_DGRAM and SOCK_STREAM on the ustack backend: an ustack UDP or TCP socket.
 /// AF_INET6: -1/EAFNOSUPPORT. AF_UNIX and other families: forwarded to the kernel on either
-/// backend. On ustack in inline mode, a call made while another thread is inside a call fails
-/// with EPERM (every call here; see ustack.h, InitOptions::threaded).
+/// backend. On ustack run to completion, a call made while another thread is inside a call on
+/// the same engine runs on that thread (every call here; see ustack.h, InitOptions::threaded).
 int socket(int domain, int type, int protocol);
 int bind(int fd, const sockaddr* addr, socklen_t addrlen);
 int connect(int fd, const sockaddr* addr, socklen_t addrlen);

@@ -21,10 +21,12 @@ struct InitOptions {
   std::string config_file;
   /// Print every counter to stderr when shutdown() runs (the apps' --stats flag).
   bool print_stats_at_exit = false;
-  /// Threaded mode: the engine polls on a thread of its own and any application thread may make
-  /// calls; a blocking call sleeps until the engine makes it ready. Off (inline mode): the engine
-  /// runs inside the calls that wait, and calls must not overlap: one made while another thread
-  /// is inside a call fails with EPERM.
+  /// Threaded mode: each engine polls on a thread of its own, and every call takes the engine's
+  /// lock; a blocking call sleeps until the engine makes it ready. Off (run to completion): the
+  /// engine runs inside the calls, on any application thread. A call made while another thread
+  /// is inside one on the same engine is handed to that thread through the engine's lock-free
+  /// ring and runs there (a blocking one as attempts, its thread sleeping between them); one made
+  /// from a signal handler that interrupted its own thread's call on that engine fails with EPERM.
   /// The configuration key `threaded` (USTACK_THREADED) turns it on too. See README, "Threads".
   bool threaded = false;
   /// Program name for logs and the EAL's argv[0].
@@ -57,7 +59,8 @@ void print_stats(std::FILE* out);
 int open_descriptors();
 
 /// Engines on several cores (USTACK_CORES=N; README, "Engines on several cores"). Each engine
-/// polls its own queue on its own thread and owns the sockets made on it. A thread's new sockets
+/// polls its own queue, driven by the threads that call on it (threaded: its own thread), and
+/// owns the sockets made on it. A thread's new sockets
 /// and epoll instances go to its engine: given round robin at the thread's first call, or chosen.
 /// Any thread may call on any descriptor; an epoll instance or a poll() call takes the sockets
 /// of one engine only (EXDEV otherwise).

@@ -26,8 +26,8 @@ class Counter {
 
 #define USTACK_DEV_COUNTERS(X)                                                                      \
   X(rx_frames) X(rx_bytes) X(rx_dropped_multisegment) X(tx_frames) X(tx_bytes) X(tx_dropped_queue_full) \
-  X(tx_alloc_failed) X(pcap_dropped) X(steered_out) X(steered_in) X(steered_dropped_ring_full)       \
-  X(arp_copies_out)
+  X(tx_alloc_failed) X(tx_dropped_link_down) X(pcap_dropped) X(steered_out) X(steered_in)            \
+  X(steered_dropped_ring_full) X(arp_copies_out)
 
 #define USTACK_ETH_COUNTERS(X)                                                      \
   X(rx_frames) X(rx_truncated) X(rx_not_for_us) X(rx_unknown_ethertype) X(tx_frames) \

@@ -96,6 +96,15 @@ bool ignores_rss_configuration(const rte_eth_dev_info& info) {
   return std::string_view(info.driver_name) == "net_tap";
 }
 
+// DPDK 22.11's net_memif computes a queue's ring address from its region before it checks that
+// the link is connected. While its control thread connects, the region exists but is not mapped
+// yet: a burst in that window reads a ring at a small offset from address 0 and crashes (seen
+// with two queues, under load, about one start in 30). The connect sets the link up last, after
+// the mapping, so a queue is not polled until the link has been seen up.
+bool polls_only_once_linked(const rte_eth_dev_info& info) {
+  return std::string_view(info.driver_name) == "net_memif";
+}
+
 // True when a table of `reta_size` entries filled by DpdkPort::set_redirection_table sends every
 // hash where engine_for_hash does: always with 128 entries or a multiple; a smaller table only
 // when its period agrees.
@@ -162,6 +171,8 @@ struct alignas(64) DpdkPort::Queue {
   Counter rx_dropped_multiseg;
   uint8_t pool_questions = 0;  // buffers_scarce() asked since the pool was last looked at
   bool pool_scarce = false;    // what the pool said then
+  bool awaiting_link = false;  // see link_ready()
+  uint8_t link_questions = 0;  // bursts since the link was last looked at
 };
 
 // Queue k of a port as a Device of its own; the port does the work.
@@ -239,7 +250,10 @@ std::optional<std::string> DpdkPort::setup(const DpdkPortConfig& config) {
     return "a capture (" + config.pcap_path + ") needs a single queue: " + std::to_string(queues) +
            " queues would write it from as many threads";
   }
-  for (uint16_t q = 0; q < queues; ++q) queues_.push_back(std::make_unique<Queue>(q));
+  for (uint16_t q = 0; q < queues; ++q) {
+    queues_.push_back(std::make_unique<Queue>(q));
+    queues_.back()->awaiting_link = polls_only_once_linked(info);
+  }
   queues_[0]->stats = config.stats;
 
   // Frames must fit in one mbuf: no scatter.
@@ -543,8 +557,17 @@ Packet DpdkPort::wrap(rte_mbuf* m) {
   return Packet(static_cast<uint8_t*>(m->buf_addr), m->buf_len, m->data_off, m->data_len, m, &bridge());
 }
 
+bool DpdkPort::link_ready(Queue& q) {
+  if (!q.awaiting_link) return true;
+  if (q.link_questions++ % kBurstsPerLinkLook != 0) return false;
+  rte_eth_link link{};
+  if (rte_eth_link_get_nowait(port_id_, &link) != 0 || link.link_status != RTE_ETH_LINK_UP) return false;
+  q.awaiting_link = false;  // for good: a later disconnect is one net_memif's bursts see themselves
+  return true;
+}
+
 size_t DpdkPort::rx_burst(Queue& q, std::span<Packet> out) {
-  if (!started_) return 0;
+  if (!started_ || !link_ready(q)) return 0;
   DevStats* const stats = q.stats;
   size_t n = 0;
   uint64_t bytes = 0;
@@ -652,10 +675,12 @@ size_t DpdkPort::tx_burst(Queue& q, std::span<Packet> pkts) {
     rte_mbuf* mbufs[kBurst];
     uint32_t lengths[kBurst];
     uint16_t k = 0;
+    const bool linked = started_ && link_ready(q);
     for (; i < pkts.size() && k < kBurst; ++i) {
       if (!pkts[i]) continue;
-      if (!started_) {
+      if (!linked) {
         pkts[i] = Packet();
+        if (started_ && stats) stats->tx_dropped_link_down.inc();
         continue;
       }
       if (rte_mbuf* m = to_mbuf(q, pkts[i])) {

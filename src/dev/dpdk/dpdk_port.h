@@ -155,6 +155,10 @@ class DpdkPort final : public Device {
   size_t tx_burst(Queue& q, std::span<Packet> pkts);
   Packet alloc_tx(Queue& q);
   bool buffers_scarce(Queue& q) const;
+  /// False while `q` must not be polled yet (polls_only_once_linked): it looks at the link every
+  /// kBurstsPerLinkLook-th burst until it is up.
+  bool link_ready(Queue& q);
+  static constexpr uint8_t kBurstsPerLinkLook = 64;
   bool wait_rx(Queue& q, Duration max);
   void capture(Queue& q, rte_mbuf* const* mbufs, uint16_t n, bool outbound);
   void prime_pcapng_clock();
