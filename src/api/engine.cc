@@ -136,7 +136,7 @@ void Engine::hand_over(HandedCall& call) {
   }
 }
 
-size_t Engine::run_handed_calls() {
+size_t Engine::run_queued_calls() {
   size_t n = 0;
   HandedCall* call = nullptr;
   while (handed_.pop(call)) {
@@ -150,7 +150,7 @@ size_t Engine::run_handed_calls() {
 size_t Engine::help_siblings() {
   size_t n = 0;
   for (Engine* other : siblings_) {
-    if (other == this || !other->try_drive()) continue;
+    if (!other->try_drive()) continue;
     n += other->poll_once();
     other->let_go();
   }
