@@ -220,21 +220,18 @@ auto UserBackend::run(Body&& body, bool partial) -> decltype(body(size_t{0})) {
     ~InProgress() { calls.fetch_sub(1, std::memory_order_relaxed); }
   } in_progress{calls_};
   Engine& e = *engine_;
+  auto holding = [&](auto let_go) {  // body(0), the engine held; the body's errno survives let_go
+    const Result r = body(0);
+    const int err = errno;
+    let_go();
+    errno = err;
+    return r;
+  };
   if (e.threaded()) {
     e.lock();
-    const Result r = body(0);
-    const int err = errno;
-    e.unlock();
-    errno = err;
-    return r;
+    return holding([&] { e.unlock(); });
   }
-  if (e.try_drive()) {
-    const Result r = body(0);
-    const int err = errno;
-    e.let_go();
-    errno = err;
-    return r;
-  }
+  if (e.try_drive()) return holding([&] { e.let_go(); });
   if (e.driven_here()) {
     errno = EPERM;
     return -1;
