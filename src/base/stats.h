@@ -60,7 +60,7 @@ class Counter {
   X(fast_retransmits) X(rto_timeouts) X(syn_retransmits) X(timeouts) X(keepalive_timeouts)        \
   X(listen_syn_dropped) X(listen_ack_dropped) X(challenge_acks) X(challenge_acks_limited)           \
   X(paws_rejected) X(out_of_window) X(ooo_segments) X(ooo_dropped) X(rx_copied_small)             \
-  X(tx_payload_copied) X(zero_window_probes) X(time_wait_evicted) X(delayed_acks) X(aborts_on_close) \
+  X(tx_payload_copied) X(zero_window_probes) X(time_wait_evicted) X(connect_ports_exhausted) X(delayed_acks) X(aborts_on_close) \
   X(rx_after_close) X(rx_handed_to_claimant)
 
 #define USTACK_DECLARE_COUNTER(name) Counter name;

@@ -96,6 +96,12 @@ void TcpLayer::unbind(PortBinding& b) {
     if (v.empty()) {
       ports_.erase(it);
       if (engine_.ports) engine_.ports->set_in_use(PortProtocol::kTcp, b.port, engine_.index, false);
+      if (reclaiming_) {
+        reclaimed_ports_.push_back(b.port);
+      } else if (exhausted_for_) {  // a port came free: the next connect scans again
+        exhausted_for_.reset();
+        reclaimed_ports_.clear();
+      }
     }
   }
   b.registered = false;
@@ -112,29 +118,12 @@ uint16_t TcpLayer::pick_ephemeral(Ipv4Addr local, Ipv4Addr remote, uint16_t remo
   const uint32_t count = uint32_t{config_.ephemeral_high} - config_.ephemeral_low + 1;
   for (uint32_t i = 0; i < count; ++i) {
     const auto port = static_cast<uint16_t>(config_.ephemeral_low + (offset + next_ephemeral_ + i) % count);
-    // connect()'s port may carry other engines' connections (the 4-tuples differ and hash to
-    // their engines); a port to listen on may not.
-    if (engine_.ports && (for_connect ? engine_.ports->claimed_elsewhere(PortProtocol::kTcp, port, engine_.index)
-                                      : engine_.ports->used_elsewhere(PortProtocol::kTcp, port, engine_.index))) {
-      continue;
-    }
-    auto it = ports_.find(port);
-    bool usable;
-    if (for_connect) {
-      // The replies must reach this engine (with one engine, every port does).
-      if (!engine_.owns_flow(local, remote, port, remote_port)) continue;
-      // Connections share a port with other connections (the 4-tuple tells them apart), never
-      // with a socket that bind() or listen() holds.
-      usable = true;
-      if (it != ports_.end()) {
-        for (const PortBinding* other : it->second) {
-          if (!other->ephemeral_connect && overlaps(other->addr, local)) usable = false;
-        }
-      }
-      if (usable && tuple_taken(FourTuple{local, port, remote, remote_port})) usable = false;
-    } else {
-      usable = it == ports_.end();
-    }
+    // A port to listen on may carry nothing of another engine's (connect_port_usable says what a
+    // connection's may).
+    const bool usable =
+        for_connect ? connect_port_usable(port, local, remote, remote_port)
+                    : !ports_.contains(port) &&
+                          !(engine_.ports && engine_.ports->used_elsewhere(PortProtocol::kTcp, port, engine_.index));
     if (usable) {
       next_ephemeral_ += i + 1;
       return port;
@@ -242,6 +231,51 @@ bool TcpLayer::admit_to_accept_queue(TcpConnection& c) {
 
 // ---- Active open ----
 
+bool TcpLayer::connect_port_usable(uint16_t port, Ipv4Addr local, Ipv4Addr remote, uint16_t remote_port) const {
+  if (port < config_.ephemeral_low || port > config_.ephemeral_high) return false;
+  // It may carry other engines' connections (the 4-tuples differ and hash to their engines), not
+  // a port another engine's socket claims.
+  if (engine_.ports && engine_.ports->claimed_elsewhere(PortProtocol::kTcp, port, engine_.index)) return false;
+  // The replies must reach this engine (with one engine, every port does).
+  if (!engine_.owns_flow(local, remote, port, remote_port)) return false;
+  // Connections share a port with other connections (the 4-tuple tells them apart), never with a
+  // socket that bind() or listen() holds.
+  if (auto it = ports_.find(port); it != ports_.end()) {
+    for (const PortBinding* other : it->second) {
+      if (!other->ephemeral_connect && overlaps(other->addr, local)) return false;
+    }
+  }
+  return !tuple_taken(FourTuple{local, port, remote, remote_port});
+}
+
+uint16_t TcpLayer::pick_connect_port(Ipv4Addr local, Ipv4Addr remote, uint16_t remote_port) {
+  const ExhaustedDestination to{local, remote, remote_port};
+  if (exhausted_for_ == to) {
+    for (;;) {
+      while (!reclaimed_ports_.empty()) {
+        const uint16_t port = reclaimed_ports_.back();
+        reclaimed_ports_.pop_back();
+        if (connect_port_usable(port, local, remote, remote_port)) return port;
+      }
+      if (!reclaim_time_wait_ports()) break;
+    }
+    exhausted_for_.reset();
+  }
+  if (const uint16_t port = pick_ephemeral(local, remote, remote_port, true)) return port;
+  stats_.connect_ports_exhausted.inc();
+  reclaimed_ports_.clear();
+  if (!reclaim_time_wait_ports()) return 0;
+  exhausted_for_ = to;
+  while (!reclaimed_ports_.empty()) {
+    const uint16_t port = reclaimed_ports_.back();
+    reclaimed_ports_.pop_back();
+    if (connect_port_usable(port, local, remote, remote_port)) return port;
+  }
+  // None of the oldest entries' ports serves this destination: the scan decides.
+  exhausted_for_.reset();
+  return pick_ephemeral(local, remote, remote_port, true);
+}
+
 Result<std::shared_ptr<TcpConnection>, int> TcpLayer::connect(Instant now, const PortBinding* bound,
                                                               Ipv4Addr remote_addr, uint16_t remote_port,
                                                               const SocketOptions& options) {
@@ -252,8 +286,7 @@ Result<std::shared_ptr<TcpConnection>, int> TcpLayer::connect(Instant now, const
   const Ipv4Addr local_addr = user_bound && !bound->addr.is_unspecified() ? bound->addr : route->src;
   route->src = local_addr;
   uint16_t port = user_bound ? bound->port : 0;
-  if (port == 0) port = pick_ephemeral(local_addr, route->dst, remote_port, true);
-  if (port == 0 && !user_bound && reclaim_time_wait_ports()) port = pick_ephemeral(local_addr, route->dst, remote_port, true);
+  if (port == 0) port = pick_connect_port(local_addr, route->dst, remote_port);
   if (port == 0) return unexpected(EADDRNOTAVAIL);
   const FourTuple tuple{local_addr, port, route->dst, remote_port};
   if (tuple_taken(tuple)) return unexpected(EADDRNOTAVAIL);

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include <absl/container/flat_hash_map.h>
@@ -104,6 +105,13 @@ class TcpLayer final : public SegmentAllocator, private TimerClient {
   bool port_conflicts(const PortBinding& b, Ipv4Addr addr, uint16_t port) const;
   void register_binding(PortBinding& b);
   uint16_t pick_ephemeral(Ipv4Addr local, Ipv4Addr remote, uint16_t remote_port, bool for_connect);
+  /// Whether connect() to remote:remote_port from `local` may take `port`: its replies reach this
+  /// engine, and nothing holds it but other connections (never the same 4-tuple).
+  bool connect_port_usable(uint16_t port, Ipv4Addr local, Ipv4Addr remote, uint16_t remote_port) const;
+  /// connect()'s ephemeral port: pick_ephemeral, and when every port is taken the ports of the
+  /// oldest TIME-WAIT entries (reclaim_time_wait_ports). Once a scan of the range found none for a
+  /// destination, its next connects take from the reclaimed ports, and reclaim the next batch
+  /// when those run out, without scanning again until a port comes free some other way.
   TcpListener* find_listener(Ipv4Addr addr, uint16_t port, Ipv4Addr from, uint16_t from_port) const;
   void listen_input(Instant now, TcpListener& l, const ip::Ipv4Repr& ip, const SegmentRepr& seg);
   /// A segment nobody here takes, handed to another engine whose socket claims its port; true
@@ -128,7 +136,17 @@ class TcpLayer final : public SegmentAllocator, private TimerClient {
   /// engines each may use only the ports whose replies hash to it, fewer than max_time_wait: a
   /// client's short connections would otherwise run out of ports. True if any went.
   bool reclaim_time_wait_ports();
+  uint16_t pick_connect_port(Ipv4Addr local, Ipv4Addr remote, uint16_t remote_port);
   static constexpr size_t kTimeWaitReclaimDivisor = 4;
+  /// The destination whose last scan found every port taken, and the ports reclaimed since.
+  struct ExhaustedDestination {
+    Ipv4Addr local, remote;
+    uint16_t remote_port;
+    bool operator==(const ExhaustedDestination&) const = default;
+  };
+  std::optional<ExhaustedDestination> exhausted_for_;
+  std::vector<uint16_t> reclaimed_ports_;
+  bool reclaiming_ = false;  // reclaim_time_wait_ports() is freeing ports: they go to reclaimed_ports_
   void on_timer(TimerEntry& entry, Instant now) override;
   void arm_time_wait_timer();
 

@@ -63,6 +63,7 @@ void TcpLayer::bound_time_wait() {
 bool TcpLayer::reclaim_time_wait_ports() {
   size_t batch = std::max<size_t>(time_waits_.size() / kTimeWaitReclaimDivisor, 1);
   bool reclaimed = false;
+  reclaiming_ = true;  // the ports they free go to reclaimed_ports_, oldest first
   for (; batch > 0; --batch) {
     TimeWaitEntry* oldest = time_wait_expiry_.oldest();
     if (!oldest) break;
@@ -70,6 +71,8 @@ bool TcpLayer::reclaim_time_wait_ports() {
     drop_time_wait(*oldest);
     reclaimed = true;
   }
+  reclaiming_ = false;
+  std::reverse(reclaimed_ports_.begin(), reclaimed_ports_.end());  // taken from the back: oldest first
   return reclaimed;
 }
 

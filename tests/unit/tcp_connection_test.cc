@@ -1953,5 +1953,35 @@ TEST_F(TcpTimeWait, AConnectThatFindsEveryPortTakenReclaimsTheOldestTimeWaitPort
   EXPECT_EQ(stack_->tcp().time_wait_connections(), 3u);
 }
 
+// Once a scan of the range found every port taken, the next connects to that destination take
+// the reclaimed ports, and reclaim the next batch when they run out, without scanning again.
+TEST_F(TcpTimeWait, AfterAFailedScanConnectsTakeReclaimedPortsWithoutScanningAgain) {
+  StackConfig config = default_config();
+  config.tcp.ephemeral_low = 40000;
+  config.tcp.ephemeral_high = 40007;
+  start(config);
+  auto into_time_wait = [&] {
+    auto c = establish_active();
+    if (!c) return false;
+    c->close(now());
+    expect_sent({.flags = kFin | kAck, .seq = iss_ + 1});
+    deliver({.flags = kFin | kAck, .seq = kPeerIss + 1, .ack = iss_ + 2});
+    expect_sent({.flags = kAck, .ack = kPeerIss + 2});
+    advance(1ms);
+    return in_time_wait();
+  };
+  for (int k = 0; k < 8; ++k) ASSERT_TRUE(into_time_wait());
+  EXPECT_EQ(stats().connect_ports_exhausted, 0u);
+  for (int k = 0; k < 12; ++k) ASSERT_TRUE(into_time_wait()) << "connection " << 8 + k;
+  EXPECT_EQ(stats().connect_ports_exhausted, 1u) << "one failed scan, then the reclaimed ports";
+  EXPECT_EQ(stats().time_wait_evicted, 12u);
+  EXPECT_EQ(stack_->tcp().time_wait_connections(), 8u);
+  // A port that comes free otherwise (an entry's 2 MSL end) ends it: the next connect scans.
+  advance(default_config().tcp.time_wait);
+  EXPECT_EQ(stack_->tcp().time_wait_connections(), 0u);
+  ASSERT_TRUE(into_time_wait());
+  EXPECT_EQ(stats().connect_ports_exhausted, 1u);
+}
+
 }  // namespace
 }  // namespace ustack::test
