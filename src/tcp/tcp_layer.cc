@@ -250,15 +250,18 @@ bool TcpLayer::connect_port_usable(uint16_t port, Ipv4Addr local, Ipv4Addr remot
 
 uint16_t TcpLayer::pick_connect_port(Ipv4Addr local, Ipv4Addr remote, uint16_t remote_port) {
   const ExhaustedDestination to{local, remote, remote_port};
-  if (exhausted_for_ == to) {
-    for (;;) {
-      while (!reclaimed_ports_.empty()) {
-        const uint16_t port = reclaimed_ports_.back();
-        reclaimed_ports_.pop_back();
-        if (connect_port_usable(port, local, remote, remote_port)) return port;
-      }
-      if (!reclaim_time_wait_ports()) break;
+  auto take_reclaimed = [&]() -> uint16_t {  // oldest first; 0 when none serves `to`
+    while (!reclaimed_ports_.empty()) {
+      const uint16_t port = reclaimed_ports_.back();
+      reclaimed_ports_.pop_back();
+      if (connect_port_usable(port, local, remote, remote_port)) return port;
     }
+    return 0;
+  };
+  if (exhausted_for_ == to) {
+    do {
+      if (const uint16_t port = take_reclaimed()) return port;
+    } while (reclaim_time_wait_ports());
     exhausted_for_.reset();
   }
   if (const uint16_t port = pick_ephemeral(local, remote, remote_port, true)) return port;
@@ -266,11 +269,7 @@ uint16_t TcpLayer::pick_connect_port(Ipv4Addr local, Ipv4Addr remote, uint16_t r
   reclaimed_ports_.clear();
   if (!reclaim_time_wait_ports()) return 0;
   exhausted_for_ = to;
-  while (!reclaimed_ports_.empty()) {
-    const uint16_t port = reclaimed_ports_.back();
-    reclaimed_ports_.pop_back();
-    if (connect_port_usable(port, local, remote, remote_port)) return port;
-  }
+  if (const uint16_t port = take_reclaimed()) return port;
   // None of the oldest entries' ports serves this destination: the scan decides.
   exhausted_for_.reset();
   return pick_ephemeral(local, remote, remote_port, true);
