@@ -163,7 +163,6 @@ class CallAttempts {
   /// Holds `file` until the next attempt (what it waits on must outlive the sleep).
   void pin(std::shared_ptr<void> file) { pins_.push_back(std::move(file)); }
 
-  ThreadWaiter& waiter() { return waiter_; }
   std::optional<Instant> deadline;
   bool would_block = false;     // the last attempt stopped where it would have waited
   bool interrupted = false;     // a signal handler ran during the last sleep

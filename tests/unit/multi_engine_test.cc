@@ -388,6 +388,31 @@ struct ReusePortListeners {
   }
 };
 
+bool hashes_to_engine0(const tcp::FourTuple& t) {
+  return EngineShare({0, 2}).owns_flow(t.local_addr, t.remote_addr, t.local_port, t.remote_port);
+}
+
+/// `opens` echo clients from the peer to kPortOnA, served by what `serving` accepts, run until
+/// every one is accepted and done. Fills `clients`, and counts the flows that hash to engine 0.
+void run_echo_clients(MultiEngineSim& sim, tcp::TcpListener& serving, const tcp::SocketOptions& options, Rng& rng,
+                      size_t opens, std::vector<EchoEnd>& clients, size_t& hashed_to_engine0) {
+  std::vector<EchoEnd> servers;
+  for (size_t k = 0; k < opens; ++k) {
+    auto c = sim.peer().tcp().connect(sim.now(), nullptr, kAddrA, kPortOnA, options);
+    ASSERT_TRUE(c) << "errno " << c.error();
+    if (hashes_to_engine0((*c)->tuple())) ++hashed_to_engine0;
+    clients.push_back(EchoEnd{*c, false, random_bytes(rng, 1 + rng.below(4096))});
+  }
+  const bool finished = sim.run(
+      [&](Instant now) {
+        while (auto c = serving.accept()) servers.push_back(EchoEnd{std::move(c), true, {}});
+        for (auto& c : clients) c.pump(now);
+        for (auto& s : servers) s.pump(now);
+      },
+      [&] { return servers.size() == clients.size() && all_done(clients); });
+  ASSERT_TRUE(finished) << "accepted " << servers.size() << " of " << clients.size();
+}
+
 // SO_REUSEPORT listeners on both engines; one closes. Connection requests whose flows hash to
 // its engine go to the listener left, not to an engine that would reset them.
 TEST(MultiEngine, WhenOneReusePortListenerClosesTheOtherTakesItsShare) {
@@ -398,28 +423,11 @@ TEST(MultiEngine, WhenOneReusePortListenerClosesTheOtherTakesItsShare) {
   ReusePortListeners reuse;
   reuse.open(sim, options);
   ASSERT_FALSE(::testing::Test::HasFatalFailure());
-  auto& listeners = reuse.listeners;
   reuse.close(sim, 0);
-  std::vector<EchoEnd> clients, servers;
+  std::vector<EchoEnd> clients;
   size_t hashed_to_closed = 0;
-  for (size_t k = 0; k < kOpens; ++k) {
-    auto c = sim.peer().tcp().connect(sim.now(), nullptr, kAddrA, kPortOnA, options);
-    ASSERT_TRUE(c) << "errno " << c.error();
-    const tcp::FourTuple& t = (*c)->tuple();
-    if (EngineShare({0, 2}).owns_flow(t.local_addr, t.remote_addr, t.local_port, t.remote_port)) ++hashed_to_closed;
-    clients.push_back(EchoEnd{*c, false, random_bytes(rng, 1 + rng.below(4096))});
-  }
+  ASSERT_NO_FATAL_FAILURE(run_echo_clients(sim, *reuse.listeners[1], options, rng, kOpens, clients, hashed_to_closed));
   ASSERT_GT(hashed_to_closed, 0u);
-  const bool finished = sim.run(
-      [&](Instant now) {
-        while (auto c = listeners[1]->accept()) servers.push_back(EchoEnd{std::move(c), true, {}});
-        for (auto& c : clients) c.pump(now);
-        for (auto& s : servers) s.pump(now);
-      },
-      [&] {
-        return servers.size() == clients.size() && all_done(clients);
-      });
-  ASSERT_TRUE(finished) << "accepted " << servers.size() << " of " << clients.size();
   for (const EchoEnd& c : clients) EXPECT_EQ(c.error, 0);
   EXPECT_EQ(sim.engine(0).stats().tcp.tx_resets, 0u);
   EXPECT_EQ(sim.engine(1).stats().tcp.tx_resets, 0u);
@@ -438,9 +446,6 @@ TEST(MultiEngine, AClosedReusePortListenerWithConnectionsLeftHandsNewFlowsOn) {
   reuse.open(sim, options);
   ASSERT_FALSE(::testing::Test::HasFatalFailure());
   auto& listeners = reuse.listeners;
-  auto hashes_to_engine0 = [](const tcp::FourTuple& t) {
-    return EngineShare({0, 2}).owns_flow(t.local_addr, t.remote_addr, t.local_port, t.remote_port);
-  };
   // A connection engine 0 accepts, kept open.
   std::shared_ptr<TcpConnection> old_client;
   for (int attempt = 0; attempt < 64 && !old_client; ++attempt) {
@@ -455,23 +460,10 @@ TEST(MultiEngine, AClosedReusePortListenerWithConnectionsLeftHandsNewFlowsOn) {
                       [&] { return old_server && old_client->state() == State::kEstablished; }));
   reuse.close(sim, 0);
 
-  std::vector<EchoEnd> clients, servers;
+  std::vector<EchoEnd> clients;
   size_t hashed_to_closed = 0;
-  for (size_t k = 0; k < kOpens; ++k) {
-    auto c = sim.peer().tcp().connect(sim.now(), nullptr, kAddrA, kPortOnA, options);
-    ASSERT_TRUE(c) << "errno " << c.error();
-    if (hashes_to_engine0((*c)->tuple())) ++hashed_to_closed;
-    clients.push_back(EchoEnd{*c, false, random_bytes(rng, 1 + rng.below(4096))});
-  }
+  ASSERT_NO_FATAL_FAILURE(run_echo_clients(sim, *listeners[1], options, rng, kOpens, clients, hashed_to_closed));
   ASSERT_GT(hashed_to_closed, 0u);
-  const bool finished = sim.run(
-      [&](Instant now) {
-        while (auto c = listeners[1]->accept()) servers.push_back(EchoEnd{std::move(c), true, {}});
-        for (auto& c : clients) c.pump(now);
-        for (auto& s : servers) s.pump(now);
-      },
-      [&] { return servers.size() == clients.size() && all_done(clients); });
-  ASSERT_TRUE(finished) << "accepted " << servers.size() << " of " << clients.size();
   for (const EchoEnd& c : clients) {
     EXPECT_EQ(c.error, 0);
     EXPECT_FALSE(c.mismatch);
